@@ -9,6 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is renamed to ``target``.
@@ -24,6 +30,7 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str | None = None) ->
     )
     os.close(descriptor)
     temporary = Path(temporary_name)
+    os.chmod(temporary, 0o666 & ~_current_umask())
     try:
         yield temporary
         os.replace(temporary, target)
