@@ -1,1 +1,1 @@
-"""engine."""
+"""Training infrastructure: device choice, seeding, the poly-lr SGD, DDP setup, checkpoints."""

@@ -1,0 +1,235 @@
+"""``irn <step> --config <yaml> ...``: the entry points the Snakemake rules call.
+
+Every subcommand loads and validates the run config, does one step (often for one shard) and
+writes its outputs atomically. ``irn --help`` lists the steps; ``irn <step> --help`` their options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from irn_core.atomic import write_text_atomic
+from irn_core.config import RunConfig, dump_config, load_config, schema
+from irn_core.errors import IrnError
+
+logger = logging.getLogger("irn_core.cli")
+
+
+def _config(arguments: argparse.Namespace) -> RunConfig:
+    return load_config(arguments.config)
+
+
+def _write_metrics(path: Path, metrics: dict[str, float]) -> None:
+    write_text_atomic(path, json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+
+
+def command_make_synthetic(arguments: argparse.Namespace) -> None:
+    from irn_core.data import synthetic
+
+    config = _config(arguments)
+    if config.dataset.kind != "synthetic" or config.dataset.synthetic is None:
+        raise IrnError(f"{arguments.config}: dataset.kind is {config.dataset.kind!r}, not 'synthetic'")
+    output = Path(arguments.out) if arguments.out else config.dataset.root
+    synthetic.generate(config.dataset.synthetic, output)
+
+
+def command_plan(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.common import shard_plan
+
+    plan = shard_plan(_config(arguments))
+    if arguments.out:
+        write_text_atomic(arguments.out, plan.to_json() + "\n")
+    else:
+        sys.stdout.write(plan.to_json() + "\n")
+
+
+def command_show_config(arguments: argparse.Namespace) -> None:
+    if arguments.schema:
+        sys.stdout.write(json.dumps(schema(), indent=1) + "\n")
+    else:
+        sys.stdout.write(dump_config(_config(arguments)))
+
+
+def command_train_cam(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.cam import run_train_cam
+
+    run_train_cam(_config(arguments), Path(arguments.out), max_steps=arguments.max_steps)
+
+
+def command_make_cam(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.cam import run_make_cam
+
+    run_make_cam(_config(arguments), arguments.shard, Path(arguments.checkpoint), Path(arguments.out))
+
+
+def command_import_cams(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.cam import run_import_cams
+
+    run_import_cams(_config(arguments), arguments.shard, Path(arguments.npy_dir), Path(arguments.out))
+
+
+def command_export_cams(arguments: argparse.Namespace) -> None:
+    from irn_core.interop import write_reference_cam
+    from irn_core.store import ShardedStore
+
+    output = Path(arguments.out_dir)
+    with ShardedStore([Path(path) for path in arguments.cams], product="cam") as store:
+        for image_id in store.image_ids:
+            stored = store.read(image_id, ["class_ids", "cam_s4", "cam_s1"])
+            write_reference_cam(output / f"{image_id}.npy", stored["class_ids"], stored["cam_s4"], stored["cam_s1"])
+    logger.info("wrote %d reference CAM files to %s", len(store.image_ids), output)
+
+
+def command_ir_labels(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.irnet import run_ir_labels
+
+    run_ir_labels(_config(arguments), arguments.shard, Path(arguments.cams), Path(arguments.out))
+
+
+def command_train_irnet(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.irnet import run_train_irnet
+
+    run_train_irnet(
+        _config(arguments),
+        [Path(path) for path in arguments.ir_labels],
+        Path(arguments.out),
+        cam_checkpoint=Path(arguments.cam_checkpoint) if arguments.cam_checkpoint else None,
+        max_steps=arguments.max_steps,
+    )
+
+
+def command_irnet_infer(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.irnet import run_irnet_infer
+
+    run_irnet_infer(_config(arguments), arguments.shard, Path(arguments.checkpoint), Path(arguments.out))
+
+
+def command_pseudo_labels(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.pseudo_labels import run_pseudo_labels
+
+    run_pseudo_labels(
+        _config(arguments),
+        arguments.shard,
+        Path(arguments.cams),
+        Path(arguments.irnet),
+        Path(arguments.semantic_out),
+        Path(arguments.instances_out),
+    )
+
+
+def _evaluation_command(function_name: str) -> Callable[[argparse.Namespace], None]:
+    def command(arguments: argparse.Namespace) -> None:
+        from irn_core.steps import evaluate
+
+        function = getattr(evaluate, function_name)
+        prefix = Path(arguments.out_prefix)
+        metrics = function(_config(arguments), [Path(path) for path in arguments.inputs], prefix)
+        _write_metrics(prefix.with_suffix(".json"), metrics)
+
+    return command
+
+
+def command_summary(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.evaluate import run_summary
+
+    metric_files = {}
+    for item in arguments.metrics:
+        stage, _, path = item.partition("=")
+        if not path:
+            raise IrnError(f"--metrics expects STAGE=PATH, got {item!r}")
+        metric_files[stage] = Path(path)
+    run_summary(_config(arguments), metric_files, Path(arguments.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="irn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="STEP")
+
+    def add(name: str, function: Callable[[argparse.Namespace], None], help_text: str, *, shard: bool = False,
+            config_required: bool = True) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--config", required=config_required, nargs="+" if config_required else "*",
+                             default=[], help="config YAML file(s), merged left to right")
+        if shard:
+            command.add_argument("--shard", type=int, required=True, help="shard index (0-based)")
+        command.set_defaults(function=function)
+        return command
+
+    command = add("make-synthetic", command_make_synthetic, "generate the synthetic VOC-layout dataset")
+    command.add_argument("--out", help="output folder (default: dataset.root)")
+    command = add("plan", command_plan, "print or write the shard plan")
+    command.add_argument("--out")
+    command = add("show-config", command_show_config, "print the resolved config (or the JSON schema)",
+                  config_required=False)
+    command.add_argument("--schema", action="store_true")
+
+    command = add("train-cam", command_train_cam, "train the CAM network")
+    command.add_argument("--out", required=True)
+    command.add_argument("--max-steps", type=int, help="stop early (smoke tests)")
+    command = add("make-cam", command_make_cam, "multi-scale + flip CAMs of one shard", shard=True)
+    command.add_argument("--checkpoint", required=True)
+    command.add_argument("--out", required=True)
+    command = add("import-cams", command_import_cams, "CAM shard from reference-format .npy files", shard=True)
+    command.add_argument("--npy-dir", required=True)
+    command.add_argument("--out", required=True)
+    command = add("export-cams", command_export_cams, "write CAM shards as reference-format .npy files",
+                  config_required=False)
+    command.add_argument("--cams", nargs="+", required=True)
+    command.add_argument("--out-dir", required=True)
+
+    command = add("ir-labels", command_ir_labels, "confident-region labels of one shard (dense CRF)", shard=True)
+    command.add_argument("--cams", required=True)
+    command.add_argument("--out", required=True)
+    command = add("train-irnet", command_train_irnet, "train IRNet and measure the displacement mean")
+    command.add_argument("--ir-labels", nargs="+", required=True)
+    command.add_argument("--cam-checkpoint")
+    command.add_argument("--out", required=True)
+    command.add_argument("--max-steps", type=int)
+    command = add("irnet-infer", command_irnet_infer, "boundary, displacement and affinities of one shard",
+                  shard=True)
+    command.add_argument("--checkpoint", required=True)
+    command.add_argument("--out", required=True)
+    command = add("pseudo-labels", command_pseudo_labels, "semantic and instance pseudo labels of one shard",
+                  shard=True)
+    command.add_argument("--cams", required=True)
+    command.add_argument("--irnet", required=True)
+    command.add_argument("--semantic-out", required=True)
+    command.add_argument("--instances-out", required=True)
+
+    for name, function_name, help_text in (
+        ("evaluate-cam", "run_evaluate_cam", "mIoU of the CAMs"),
+        ("evaluate-semantic", "run_evaluate_semantic", "mIoU of the semantic pseudo labels"),
+        ("evaluate-instances", "run_evaluate_instances", "mask AP of the instance pseudo labels"),
+    ):
+        command = add(name, _evaluation_command(function_name), help_text)
+        command.add_argument("--inputs", nargs="+", required=True, help="the stage's shard files")
+        command.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, PREFIX.md, PREFIX.json")
+    command = add("summary", command_summary, "one Markdown table of the headline metrics")
+    command.add_argument("--metrics", nargs="+", required=True, help="STAGE=metrics.json")
+    command.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, arguments.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        arguments.function(arguments)
+    except IrnError as error:
+        logger.error("%s", error)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Entry points of the evaluation stage: CAMs, semantic and instance pseudo labels against ground truth.
+
+Every table is written as CSV and Markdown (``<prefix>.csv``, ``<prefix>.md``); the summary gathers
+the headline numbers of all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from irn_core import evaluation
+from irn_core.atomic import write_text_atomic
+from irn_core.config import RunConfig
+from irn_core.steps.common import open_run_dataset, shard_plan
+from irn_core.store import ShardedStore
+
+logger = logging.getLogger(__name__)
+
+
+def cam_labels(cam_s1: np.ndarray, class_ids: np.ndarray, threshold: float) -> np.ndarray:
+    """Semantic labels from full-resolution CAMs (K, H, W): a constant background channel at
+    ``threshold`` prepended, argmax, channel k -> class_ids[k - 1] + 1 (the reference's eval_cam)."""
+    height, width = cam_s1.shape[1:]
+    scores = np.concatenate([np.full((1, height, width), threshold, np.float32), cam_s1.astype(np.float32)])
+    lookup = np.concatenate([[0], np.asarray(class_ids, np.int64) + 1]).astype(np.uint8)
+    return lookup[np.argmax(scores, axis=0)]
+
+
+def _infer_ids(config: RunConfig) -> list[str]:
+    plan = shard_plan(config)
+    return [image_id for index in range(len(plan)) for image_id in plan.ids(index, "infer")]
+
+
+def _semantic_evaluation(
+    config: RunConfig, predictions: dict[str, np.ndarray], output_prefix: Path, title: str
+) -> dict[str, float]:
+    dataset = open_run_dataset(config)
+    num_classes = len(dataset.class_names) + 1
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    for image_id, prediction in predictions.items():
+        confusion += evaluation.confusion_matrix(prediction, dataset.semantic_mask(image_id), num_classes)
+    per_class, miou = evaluation.mean_iou(confusion)
+    table = evaluation.semantic_table(per_class, list(dataset.class_names))
+    evaluation.write_table(table, output_prefix)
+    logger.info("%s: mIoU %.2f over %d images", title, 100 * miou, len(predictions))
+    return {"mIoU": float(miou), "images": len(predictions)}
+
+
+def run_evaluate_cam(config: RunConfig, cam_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """mIoU of CAMs (background score ``cam.eval_threshold``) on the inference images."""
+    predictions = {}
+    with ShardedStore(cam_paths, product="cam") as store:
+        for image_id in tqdm(_infer_ids(config), desc="evaluate cams", unit="image"):
+            stored = store.read(image_id, ["cam_s1", "class_ids"])
+            predictions[image_id] = cam_labels(stored["cam_s1"], stored["class_ids"], config.cam.eval_threshold)
+    return _semantic_evaluation(config, predictions, output_prefix, "CAM")
+
+
+def run_evaluate_semantic(config: RunConfig, semantic_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    with ShardedStore(semantic_paths, product="semantic") as store:
+        predictions = {
+            image_id: store.read(image_id, ["semantic_s1"])["semantic_s1"]
+            for image_id in tqdm(_infer_ids(config), desc="evaluate semantic", unit="image")
+        }
+    return _semantic_evaluation(config, predictions, output_prefix, "semantic pseudo labels")
+
+
+def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """VOC mask AP at the configured IoU thresholds and mAP^r_vol (0.1 ... 0.9) on the inference images."""
+    dataset = open_run_dataset(config)
+    thresholds = tuple(sorted(set(config.evaluation.iou_thresholds) | set(evaluation.VOL_THRESHOLDS)))
+    accumulator = evaluation.InstanceAPAccumulator(
+        len(dataset.class_names), thresholds, matching=config.evaluation.matching
+    )
+    with ShardedStore(instance_paths, product="instances") as store:
+        for image_id in tqdm(_infer_ids(config), desc="evaluate instances", unit="image"):
+            predicted = store.read(image_id, ["masks_s1", "class_ids", "scores"])
+            gt_masks, gt_class_ids = dataset.instance_masks(image_id)
+            accumulator.add(predicted["masks_s1"], predicted["class_ids"], predicted["scores"], gt_masks, gt_class_ids)
+    results = accumulator.result()
+    table = evaluation.instance_table(
+        {threshold: results[threshold] for threshold in config.evaluation.iou_thresholds},
+        list(dataset.class_names),
+        map_r_vol=evaluation.map_r_vol(results),
+    )
+    evaluation.write_table(table, output_prefix)
+    summary = {f"mAP@{threshold:g}": float(results[threshold][1]) for threshold in config.evaluation.iou_thresholds}
+    summary["mAP_vol"] = float(evaluation.map_r_vol(results))
+    logger.info("instance pseudo labels: %s", ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
+    return summary
+
+
+def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) -> None:
+    """One Markdown table of the headline numbers (percent), from the stages' JSON metric files."""
+    rows = []
+    for stage, path in metric_files.items():
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        for name, value in metrics.items():
+            if name == "images":
+                continue
+            rows.append({"stage": stage, "metric": name, "value (%)": round(100 * float(value), 2)})
+    frame = pd.DataFrame(rows)
+    header = f"# irn run '{config.name}' ({config.dataset.kind}, {config.dataset.infer_split} split)\n\n"
+    write_text_atomic(output, header + frame.to_markdown(index=False) + "\n")

@@ -1,0 +1,191 @@
+"""Entry points of the confident-region labels and of IRNet: labels, training, per-shard inference."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from irn_core.config import RunConfig
+from irn_core.engine import distributed
+from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from irn_core.ir_labels import confident_region_labels
+from irn_core.irnet.infer import boundary_and_displacement
+from irn_core.irnet.train import IRNetTrainSettings, measure_displacement_mean, train_irnet
+from irn_core.models.backbones import build_backbone
+from irn_core.models.irnet import IRNet
+from irn_core.relations.affinity import boundary_to_affinity
+from irn_core.relations.path_index import path_index
+from irn_core.steps.common import open_run_dataset, prepare_runtime, shard_plan, split_ids, stage_metadata
+from irn_core.store import ShardedStore, ShardReader, ShardWriter
+
+logger = logging.getLogger(__name__)
+
+
+def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: Path) -> None:
+    """Confident-region labels (``ir_label_s1``, uint8 {0, k+1, 255}) of the shard's training images."""
+    prepare_runtime(config)
+    dataset = open_run_dataset(config)
+    image_ids = shard_plan(config).ids(shard_index, "train")
+    settings = config.ir_labels
+    crf = settings.crf.model_dump()
+    stage_hash, stage_config = stage_metadata(config, "ir_labels")
+    with ShardReader(cam_path, product="cam") as cams, ShardWriter(
+        output, product="ir_labels", config_hash=stage_hash, shard_index=shard_index, config=stage_config
+    ) as writer:
+        for image_id in tqdm(image_ids, desc=f"ir labels shard {shard_index}", unit="image"):
+            image = dataset.image(image_id)
+            stored = cams.read(image_id, ["cam_s1", "class_ids"])
+            labels = confident_region_labels(
+                image,
+                stored["cam_s1"].astype(np.float32),
+                stored["class_ids"],
+                fg_threshold=settings.fg_threshold,
+                bg_threshold=settings.bg_threshold,
+                crf_iterations=crf["iterations"],
+                gt_prob=crf["gt_prob"],
+                gaussian_sxy=crf["gaussian_sxy"],
+                gaussian_compat=crf["gaussian_compat"],
+                bilateral_sxy=crf["bilateral_sxy"],
+                bilateral_srgb=crf["bilateral_srgb"],
+                bilateral_compat=crf["bilateral_compat"],
+            )
+            writer.add(image_id, {"ir_label_s1": labels}, {"height": image.shape[0], "width": image.shape[1]})
+
+
+def irnet_train_settings(config: RunConfig) -> IRNetTrainSettings:
+    train = config.irnet.train
+    optimizer = train.optimizer
+    return IRNetTrainSettings(
+        batch_size=train.batch_size,
+        epochs=train.epochs,
+        crop_size=train.crop_size,
+        scale_range=train.scale_range,
+        radius=train.radius,
+        learning_rate=optimizer.learning_rate,
+        head_lr_multiplier=optimizer.head_lr_multiplier,
+        weight_decay=optimizer.weight_decay,
+        momentum=config.momentum(optimizer),
+        poly_power=optimizer.poly_power,
+        num_workers=train.num_workers,
+        seed=config.seed,
+        displacement_mean_batches=train.displacement_mean_batches,
+    )
+
+
+def build_irnet(config: RunConfig, *, cam_checkpoint: Path | None, pretrained: bool) -> IRNet:
+    """IRNet with a fresh backbone (``backbone.weights``) or the CAM network's trained backbone."""
+    backbone_config = config.irnet.backbone
+    use_cam = config.irnet.backbone_init == "cam"
+    weights = backbone_config.weights if pretrained and not use_cam else "none"
+    backbone = build_backbone(backbone_config.name, weights=weights, frozen_batchnorm=backbone_config.frozen_batchnorm)
+    if use_cam and pretrained:
+        if cam_checkpoint is None:
+            raise ValueError("irnet.backbone_init 'cam' needs the CAM checkpoint")
+        if config.cam.backbone.name != backbone_config.name:
+            raise ValueError(
+                f"irnet.backbone_init 'cam' needs the same backbone, got cam {config.cam.backbone.name!r} "
+                f"and irnet {backbone_config.name!r}"
+            )
+        state = load_checkpoint(cam_checkpoint, kind="cam")["model"]
+        prefix = "backbone."
+        backbone.load_state_dict({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
+    return IRNet(backbone)
+
+
+def run_train_irnet(
+    config: RunConfig,
+    ir_label_paths: Sequence[Path],
+    output: Path,
+    *,
+    cam_checkpoint: Path | None = None,
+    max_steps: int | None = None,
+) -> None:
+    """Train IRNet's heads on the confident-region labels, measure the displacement mean, save ``output``."""
+    context = distributed.setup("cuda" if config.compute.device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        device = prepare_runtime(config, local_rank=context.local_rank)
+        dataset = open_run_dataset(config)
+        image_ids = split_ids(config, config.dataset.train_split)
+        torch.manual_seed(config.seed)
+        model = build_irnet(config, cam_checkpoint=cam_checkpoint, pretrained=True).to(device)
+        settings = irnet_train_settings(config)
+        if max_steps is not None:
+            settings = IRNetTrainSettings(**{**asdict(settings), "max_steps": max_steps})
+        with ShardedStore(ir_label_paths, product="ir_labels") as store:
+            missing = [image_id for image_id in image_ids if image_id not in store]
+            if missing:
+                raise ValueError(f"confident-region labels missing for {len(missing)} training ids, e.g. {missing[:3]}")
+
+            def labels(image_id: str) -> np.ndarray:
+                return store.read(image_id, ["ir_label_s1"])["ir_label_s1"]
+
+            logger.info("training IRNet on %d images (%s)", len(image_ids), config.dataset.train_split)
+            record = train_irnet(model, dataset, image_ids, labels, settings, device=device, context=context)
+        if context.is_main:
+            infer_ids = split_ids(config, config.dataset.infer_split)
+            mean = measure_displacement_mean(
+                model,
+                dataset,
+                infer_ids,
+                crop_size=settings.crop_size,
+                batch_size=settings.batch_size,
+                device=device,
+                max_batches=settings.displacement_mean_batches,
+            )
+            model.mean_shift.running_mean.copy_(mean)
+            logger.info("displacement mean (y, x) = (%.4f, %.4f)", float(mean[0]), float(mean[1]))
+            stage_hash, stage_config = stage_metadata(config, "train_irn")
+            save_checkpoint(
+                output,
+                model_state=model.state_dict(),
+                kind="irnet",
+                config={**stage_config, "stage_hash": stage_hash},
+                record={**asdict(record), "world_size": context.world_size, "displacement_mean": mean.tolist()},
+            )
+            logger.info("saved %s (%d steps, %.1f images/s)", output, record.steps, record.images_per_second)
+        distributed.barrier(context)
+    finally:
+        distributed.teardown(context)
+
+
+def load_irnet(config: RunConfig, checkpoint: Path, device: torch.device) -> IRNet:
+    payload = load_checkpoint(checkpoint, kind="irnet")
+    model = build_irnet(config, cam_checkpoint=None, pretrained=False)
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval()
+
+
+def run_irnet_infer(config: RunConfig, shard_index: int, checkpoint: Path, output: Path) -> None:
+    """Boundary map, displacement field and radius-r affinities of the shard's inference images."""
+    device = prepare_runtime(config)
+    dataset = open_run_dataset(config)
+    image_ids = shard_plan(config).ids(shard_index, "infer")
+    model = load_irnet(config, checkpoint, device)
+    radius = config.random_walk.radius
+    index = path_index(radius)
+    affinity_name = f"affinity_s4_r{radius:g}"
+    stage_hash, stage_config = stage_metadata(config, "irn_infer")
+    with ShardWriter(
+        output, product="irnet", config_hash=stage_hash, shard_index=shard_index, config=stage_config,
+        float16=(affinity_name,),
+    ) as writer:
+        for image_id in tqdm(image_ids, desc=f"irnet shard {shard_index}", unit="image"):
+            image = dataset.image(image_id)
+            boundary, displacement = boundary_and_displacement(model, image, pad_to=config.irnet.infer.pad_to)
+            affinity = boundary_to_affinity(boundary[None], index)[0]
+            writer.add(
+                image_id,
+                {
+                    "boundary_s4": boundary.cpu().numpy(),
+                    "displacement_s4": displacement.cpu().numpy(),
+                    affinity_name: affinity.cpu().numpy(),
+                    "affinity_directions": index.directions,
+                },
+                {"height": image.shape[0], "width": image.shape[1], "radius": radius},
+            )

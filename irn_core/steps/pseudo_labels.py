@@ -1,0 +1,72 @@
+"""Entry point of the pseudo-label stage: semantic and instance pseudo labels with one random walk."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from irn_core.config import RunConfig
+from irn_core.pseudo_labels import semantic_and_instance_labels
+from irn_core.steps.common import prepare_runtime, shard_plan, stage_metadata
+from irn_core.store import ShardReader, ShardWriter
+
+logger = logging.getLogger(__name__)
+
+
+def run_pseudo_labels(
+    config: RunConfig,
+    shard_index: int,
+    cam_path: Path,
+    irnet_path: Path,
+    semantic_output: Path,
+    instance_output: Path,
+) -> None:
+    """``semantic_s1`` (uint8 label map) and instances (``masks_s1`` bool (N, H, W), ``class_ids``
+    0-based, ``scores``) for the shard's inference images."""
+    device = prepare_runtime(config)
+    image_ids = shard_plan(config).ids(shard_index, "infer")
+    walk = config.random_walk
+    instances = config.instances
+    stage_hash, stage_config = stage_metadata(config, "pseudo_labels")
+    writer_options = {"config_hash": stage_hash, "shard_index": shard_index, "config": stage_config}
+    with (
+        ShardReader(cam_path, product="cam") as cams,
+        ShardReader(irnet_path, product="irnet") as relations,
+        ShardWriter(semantic_output, product="semantic", **writer_options) as semantic_writer,
+        ShardWriter(instance_output, product="instances", **writer_options) as instance_writer,
+    ):
+        for image_id in tqdm(image_ids, desc=f"pseudo labels shard {shard_index}", unit="image"):
+            cam = cams.read(image_id, ["cam_s4", "class_ids"])
+            relation = relations.read(image_id, ["boundary_s4", "displacement_s4"])
+            attributes = cams.attributes(image_id)
+            image_size = (int(attributes["height"]), int(attributes["width"]))
+            semantic, instance = semantic_and_instance_labels(
+                cam["cam_s4"].astype(np.float32),
+                cam["class_ids"],
+                relation["boundary_s4"],
+                relation["displacement_s4"],
+                image_size,
+                beta=walk.beta,
+                exp_times=walk.exp_times,
+                radius=walk.radius,
+                semantic_bg_threshold=walk.semantic_bg_threshold,
+                instance_bg_threshold=walk.instance_bg_threshold,
+                centroid_iterations=instances.centroid_iterations,
+                cluster_threshold=instances.cluster_threshold,
+                min_fragment=instances.min_fragment,
+                device=device,
+            )
+            size_attributes = {"height": image_size[0], "width": image_size[1]}
+            semantic_writer.add(image_id, {"semantic_s1": semantic}, size_attributes)
+            instance_writer.add(
+                image_id,
+                {
+                    "masks_s1": instance.masks,
+                    "class_ids": instance.class_ids.astype(np.int64),
+                    "scores": instance.scores.astype(np.float32),
+                },
+                size_attributes,
+            )

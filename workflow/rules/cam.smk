@@ -1,0 +1,55 @@
+# CAM network: training (one job, optionally DDP) and multi-scale + flip inference per shard.
+
+CAM_PROCESSES = RUN.cam.train.processes
+
+if RUN.cam.import_dir is None:
+
+    rule train_cam:
+        input:
+            data=DATA_ROOT,
+        output:
+            W.path("models", "cam.pt"),
+        params:
+            stage=W.stage("train_cam"),
+        threads: RUN.compute.threads
+        resources:
+            **W.training_resources(CAM_PROCESSES),
+        log:
+            W.path("logs", "train_cam.log"),
+        benchmark:
+            W.path("benchmarks", "train_cam.tsv")
+        shell:
+            W.irn("train-cam", processes=CAM_PROCESSES) + " --out {output} > {log} 2>&1"
+
+    rule make_cam:
+        input:
+            data=DATA_ROOT,
+            checkpoint=W.path("models", "cam.pt"),
+        output:
+            W.path("cam", "shard-{shard}.h5"),
+        params:
+            stage=W.stage("make_cam"),
+        threads: RUN.compute.threads
+        resources:
+            **W.inference_resources(),
+        log:
+            W.path("logs", "make_cam", "{shard}.log"),
+        benchmark:
+            W.path("benchmarks", "make_cam", "{shard}.tsv")
+        shell:
+            W.irn("make-cam") + " --shard {wildcards.shard} --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
+
+else:
+
+    rule import_cams:
+        input:
+            data=DATA_ROOT,
+            npy=str(RUN.cam.import_dir),
+        output:
+            W.path("cam", "shard-{shard}.h5"),
+        params:
+            stage=W.stage("make_cam"),
+        log:
+            W.path("logs", "import_cams", "{shard}.log"),
+        shell:
+            W.irn("import-cams") + " --shard {wildcards.shard} --npy-dir {input.npy} --out {output} > {log} 2>&1"

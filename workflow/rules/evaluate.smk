@@ -1,0 +1,41 @@
+# Evaluation against the ground truth of the inference split: CSV + Markdown tables, and a summary.
+
+EVALUATIONS = {
+    "cam": ("evaluate-cam", "cam"),
+    "semantic": ("evaluate-semantic", "semantic"),
+    "instances": ("evaluate-instances", "instances"),
+}
+
+
+for _name, (_step, _product) in EVALUATIONS.items():
+
+    rule:
+        name:
+            f"evaluate_{_name}"
+        input:
+            data=DATA_ROOT,
+            shards=W.shard_files(_product),
+        output:
+            table=W.path("evaluation", f"{_name}.csv"),
+            markdown=W.path("evaluation", f"{_name}.md"),
+            metrics=W.path("evaluation", f"{_name}.json"),
+        params:
+            stage=W.stage("evaluate") + W.stage("eval_cam"),
+            prefix=W.path("evaluation", _name),
+        log:
+            W.path("logs", f"evaluate_{_name}.log"),
+        shell:
+            W.irn(_step) + " --inputs {input.shards} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule summary:
+    input:
+        **{name: W.path("evaluation", f"{name}.json") for name in EVALUATIONS},
+    output:
+        W.path("evaluation", "summary.md"),
+    log:
+        W.path("logs", "summary.log"),
+    shell:
+        W.irn("summary")
+        + " --metrics cam={input.cam} semantic={input.semantic} instances={input.instances}"
+        + " --out {output} > {log} 2>&1"
