@@ -130,6 +130,7 @@ class Backbone(nn.Module):
 def _build_resnet(name: str, norm_layer: NormLayer) -> nn.Module:
     """A torchvision ResNet (random init) whose ``layer4`` has stride 1 and no dilation."""
     resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+    resnet.fc = nn.Identity()  # the ImageNet classifier is not used
     first_block = resnet.layer4[0]
     if isinstance(first_block, torchvision.models.resnet.Bottleneck):
         first_block.conv2.stride = (1, 1)  # torchvision puts the stride on the 3x3 conv, as the reference

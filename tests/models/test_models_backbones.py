@@ -1,0 +1,246 @@
+"""Backbones: stage strides and channels, FixedBatchNorm, weight loading, EfficientNet-Lite0."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+from torch import nn
+
+from irn_core.data.transforms import hwc_to_chw, normalize, pil_resize
+from irn_core.errors import ConfigError
+from irn_core.models import backbones
+from irn_core.models.backbones import (
+    BACKBONE_NAMES,
+    EfficientNetLite0,
+    FixedBatchNorm2d,
+    SamePaddingConv2d,
+    build_backbone,
+)
+
+STRIDES = (4, 4, 8, 16, 16)
+EXPECTED_CHANNELS = {
+    "resnet18": (64, 64, 128, 256, 512),
+    "resnet34": (64, 64, 128, 256, 512),
+    "resnet50": (64, 256, 512, 1024, 2048),
+    "resnet101": (64, 256, 512, 1024, 2048),
+    "efficientnet_lite0": (24, 24, 40, 112, 1280),
+}
+
+
+@pytest.mark.parametrize("name", BACKBONE_NAMES)
+def test_stage_shapes_strides_and_no_dilation(name: str) -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone(name, weights=None)
+    assert backbone.channels == EXPECTED_CHANNELS[name]
+    height, width = 37, 53
+    with torch.no_grad():
+        outputs = backbone(torch.randn(2, 3, height, width))
+    assert len(outputs) == 5
+    for output, stride, channels in zip(outputs, STRIDES, backbone.channels, strict=True):
+        assert tuple(output.shape) == (2, channels, math.ceil(height / stride), math.ceil(width / stride))
+    for module in backbone.modules():
+        if isinstance(module, nn.Conv2d):
+            assert module.dilation == (1, 1)
+    for module in backbone.stages[4].modules():  # the last stage never downsamples
+        if isinstance(module, nn.Conv2d):
+            assert module.stride == (1, 1)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
+def test_random_init_is_deterministic_under_seed(name: str) -> None:
+    torch.manual_seed(3)
+    first = build_backbone(name, weights=None).state_dict()
+    torch.manual_seed(3)
+    second = build_backbone(name, weights="none").state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    torch.manual_seed(4)
+    third = build_backbone(name, weights=None).state_dict()
+    assert not all(torch.equal(first[key], third[key]) for key in first)
+
+
+def test_fixed_batchnorm_uses_running_statistics_in_training_mode() -> None:
+    torch.manual_seed(0)
+    norm = FixedBatchNorm2d(3)
+    norm.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    norm.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.5, 2.0, -1.0]))
+        norm.bias.copy_(torch.tensor([0.1, 0.0, 3.0]))
+    norm.train()
+    x = torch.randn(4, 3, 5, 6) * 3 + 7  # batch statistics far from the running ones
+    out = norm(x)
+    mean = torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
+    var = torch.tensor([4.0, 0.25, 1.0]).view(1, 3, 1, 1)
+    expected = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(1, 3, 1, 1) + norm.bias.view(1, 3, 1, 1)
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(norm.running_mean, mean.flatten()) and torch.equal(norm.running_var, var.flatten())
+    out.sum().backward()
+    assert norm.weight.grad is not None and norm.bias.grad is not None
+    # an ordinary BatchNorm in training mode would differ
+    plain = nn.BatchNorm2d(3)
+    plain.load_state_dict(norm.state_dict())
+    assert not torch.allclose(plain.train()(x), out)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_build_backbone_batchnorm_kind(frozen: bool) -> None:
+    backbone = build_backbone("resnet18", weights=None, frozen_batchnorm=frozen)
+    norms = [module for module in backbone.modules() if isinstance(module, nn.BatchNorm2d)]
+    assert norms and all(isinstance(module, FixedBatchNorm2d) == frozen for module in norms)
+
+
+def test_backbone_forward_in_train_mode_keeps_running_stats() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", weights=None).train()
+    before = {key: value.clone() for key, value in backbone.state_dict().items()}
+    backbone(torch.randn(2, 3, 32, 32))
+    after = backbone.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_load_torchvision_layout_file(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None)
+    for module in reference.modules():  # make running stats distinctive
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = build_backbone("resnet18", weights=path)
+    assert torch.equal(backbone.stages[0][0].weight, reference.conv1.weight)
+    assert torch.equal(backbone.stages[4][1].bn2.running_var, reference.layer4[1].bn2.running_var)
+    # the same numbers: stage outputs equal torchvision's modules run by hand (layer4 with stride 1)
+    reference.eval()
+    reference.layer4[0].conv1.stride = (1, 1)
+    reference.layer4[0].downsample[0].stride = (1, 1)
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        expected = reference.layer4(reference.layer3(reference.layer2(reference.layer1(
+            reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))))
+        actual = backbone.train()(x)[-1]  # train mode: FixedBatchNorm still uses running stats
+    torch.testing.assert_close(actual, expected)
+
+    # the backbone's own layout round-trips
+    own = tmp_path / "own.pth"
+    torch.save(backbone.state_dict(), own)
+    reloaded = build_backbone("resnet18", weights=own)
+    assert all(torch.equal(value, reloaded.state_dict()[key]) for key, value in backbone.state_dict().items())
+
+
+def test_load_mismatched_or_missing_file_raises(tmp_path: Path) -> None:
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(ConfigError, match="resnet34.pth.*unexpected keys"):
+        build_backbone("resnet18", weights=path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_backbone("resnet18", weights=tmp_path / "absent.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="garbage.pth"):
+        build_backbone("resnet18", weights=garbage)
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        build_backbone("vgg16", weights=None)
+
+
+def test_imagenet_resnet_from_hub_cache_or_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(ConfigError, match=r"resnet18-f37072fd\.pth.*" + str(tmp_path / "checkpoints")):
+        build_backbone("resnet18")
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet18(weights=None)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(reference.state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
+    backbone = build_backbone("resnet18", weights="imagenet")
+    assert torch.equal(backbone.stages[3][0].conv1.weight, reference.layer3[0].conv1.weight)
+
+
+def test_same_padding_conv_matches_tensorflow_rule() -> None:
+    torch.manual_seed(0)
+    for kernel, stride, size in [(3, 2, 7), (3, 2, 8), (5, 2, 9), (5, 2, 10), (5, 1, 6), (1, 1, 5)]:
+        conv = SamePaddingConv2d(2, 3, kernel, stride=stride)
+        x = torch.randn(1, 2, size, size + 1)
+        out = conv(x)
+        # TensorFlow SAME: output ceil(n / s); total padding split with the extra pixel at the bottom/right
+        pads = []
+        for n in (size + 1, size):
+            total = max((math.ceil(n / stride) - 1) * stride + kernel - n, 0)
+            pads += [total // 2, total - total // 2]
+        expected = F.conv2d(F.pad(x, pads), conv.weight, stride=stride)
+        assert out.shape[2:] == (math.ceil(size / stride), math.ceil((size + 1) / stride))
+        torch.testing.assert_close(out, expected)
+
+
+def _lite0_file() -> dict[str, torch.Tensor]:
+    return backbones.read_state_dict(backbones.efficientnet_lite0_imagenet_file())
+
+
+def test_efficientnet_lite0_loads_every_tensor_of_the_weight_file() -> None:
+    state = _lite0_file()
+    assert len(state) == 296
+    network = EfficientNetLite0(FixedBatchNorm2d, stride32_stride=2)
+    backbones.load_exact(network, state, source="lite0", ignore_prefixes=("_fc.",))
+    loaded = network.state_dict()
+    assert set(loaded) == {key for key in state if not key.startswith("_fc.")}
+    assert all(torch.equal(loaded[key], state[key]) for key in loaded)
+
+    backbone = build_backbone("efficientnet_lite0")
+    assert len(backbone.state_dict()) == len(state) - 2  # everything but _fc.weight/_fc.bias
+    assert torch.equal(backbone.stages[0][0].conv.weight, state["_conv_stem.weight"])
+    assert torch.equal(backbone.stages[4][-1].norm.running_var, state["_bn1.running_var"])
+    assert torch.equal(backbone.stages[4][0]._depthwise_conv.weight, state["_blocks.11._depthwise_conv.weight"])
+    assert backbone.stages[4][0]._depthwise_conv.stride == (1, 1)  # the stride-32 stage made stride 1
+    with pytest.raises(ConfigError, match="missing keys"):
+        backbones.load_exact(network, {k: v for k, v in state.items() if k != "_bn1.bias"}, source="lite0")
+
+
+def _real_images(real_samples: Path, names: list[str], size: int) -> torch.Tensor:
+    images = []
+    for name in names:
+        image = np.asarray(Image.open(real_samples / name).convert("RGB"))
+        images.append(torch.from_numpy(hwc_to_chw(normalize(pil_resize(image, (size, size), 3)))))
+    return torch.stack(images)
+
+
+def test_efficientnet_lite0_is_the_real_imagenet_network(real_samples: Path) -> None:
+    state = _lite0_file()
+    network = EfficientNetLite0(FixedBatchNorm2d, stride32_stride=2).eval()  # the original strides
+    backbones.load_exact(network, state, source="lite0", ignore_prefixes=("_fc.",))
+    names = ["voc/JPEGImages/2011_000025.jpg", "coco/images/000000343934.jpg", "coco/images/000000128372.jpg"]
+    x = _real_images(real_samples, names, 224)
+    with torch.no_grad():
+        features = network(x)
+        logits = features.mean(dim=(2, 3)) @ state["_fc.weight"].T + state["_fc.bias"]  # the ImageNet head
+    assert features.shape == (3, 1280, 7, 7)
+    categories = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    top = [categories[index] for index in logits.argmax(dim=1).tolist()]
+    assert top == ["school bus", "motor scooter", "streetcar"]
+    assert float(logits.softmax(dim=1).amax(dim=1).min()) > 0.3
+
+
+def test_efficientnet_lite0_input_adapter_matches_stem_batchnorm_statistics(real_samples: Path) -> None:
+    """The stem's BatchNorm running statistics describe the inputs the network was trained on:
+    with the TensorFlow-Lite input map, real images give stem activations of the recorded variance."""
+    state = _lite0_file()
+    names = [f"voc/JPEGImages/{name}.jpg" for name in ("2007_000063", "2011_000003", "2011_000006", "2011_000025")]
+    names += [f"coco/images/{name}.jpg" for name in ("000000000089", "000000128372", "000000194216", "000000343934")]
+    x = _real_images(real_samples, names, 224)
+    log_variance_ratio = {}
+    for adapter in ("tensorflow_lite", "none"):
+        network = EfficientNetLite0(FixedBatchNorm2d, input_adapter=adapter)
+        backbones.load_exact(network, state, source="lite0", ignore_prefixes=("_fc.",))
+        with torch.no_grad():
+            stem = network._conv_stem(network.input_adapter(x))
+        live = network._bn0.running_var > 1e-3
+        ratio = stem.var(dim=(0, 2, 3))[live] / network._bn0.running_var[live]
+        log_variance_ratio[adapter] = float(ratio.log().median())
+    assert abs(log_variance_ratio["tensorflow_lite"]) < 0.3
+    assert log_variance_ratio["none"] > 1.0  # ImageNet-normalised input is ~2.2x too wide
