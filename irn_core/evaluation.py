@@ -542,8 +542,10 @@ def coco_mask_ap(
                 }
             )
     evaluated = sorted({coco_id(image_id) for image_id in (predictions if image_ids is None else image_ids)})
+    from irn_core.data.coco import quiet_pycocotools
+
     output = io.StringIO()
-    with contextlib.redirect_stdout(output):
+    with contextlib.redirect_stdout(output), quiet_pycocotools():
         if results:
             coco_dt = coco_gt.loadRes(results)
         else:

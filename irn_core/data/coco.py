@@ -11,6 +11,8 @@ import contextlib
 import io
 import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,14 @@ logger = logging.getLogger(__name__)
 
 #: Label value of void pixels (crowd regions) in semantic maps.
 VOID_LABEL = 255
+
+
+@contextlib.contextmanager
+def quiet_pycocotools() -> Iterator[None]:
+    """Silence pycocotools' NumPy 2 copy-keyword DeprecationWarning (raised inside its Cython decoder)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword")
+        yield
 
 
 class COCODataset:
@@ -168,7 +178,8 @@ class COCODataset:
 
     def _mask(self, annotation: dict, image_id: str, size: tuple[int, int]) -> np.ndarray:
         try:
-            mask = self.coco.annToMask(annotation)
+            with quiet_pycocotools():
+                mask = self.coco.annToMask(annotation)
         except Exception as error:  # malformed polygons or RLE
             raise DatasetError(
                 f"{self.annotation_file} (image id {image_id}): annotation {annotation.get('id')} has an unreadable "
