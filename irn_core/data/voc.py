@@ -331,7 +331,8 @@ class VOCDataset:
             class_path = self.class_mask_path(image_id)
             if not class_path.is_file():
                 raise DatasetError(
-                    f"{class_path} (image id {image_id}): SegmentationObject exists but its SegmentationClass is missing"
+                    f"{class_path} (image id {image_id}): SegmentationObject exists but its "
+                    "SegmentationClass is missing"
                 )
             objects = read_label_png(object_path, image_id=image_id)
             self._check_size(objects, object_path, image_id)
