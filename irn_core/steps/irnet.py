@@ -33,7 +33,7 @@ def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: P
     dataset = open_run_dataset(config)
     image_ids = shard_plan(config).ids(shard_index, "train")
     settings = config.ir_labels
-    crf = settings.crf.model_dump()
+    crf = settings.crf.model_dump()  # iterations, gt_prob, gaussian_*, bilateral_*
     stage_hash, stage_config = stage_metadata(config, "ir_labels")
     with ShardReader(cam_path, product="cam") as cams, ShardWriter(
         output, product="ir_labels", config_hash=stage_hash, shard_index=shard_index, config=stage_config
@@ -41,20 +41,19 @@ def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: P
         for image_id in tqdm(image_ids, desc=f"ir labels shard {shard_index}", unit="image"):
             image = dataset.image(image_id)
             stored = cams.read(image_id, ["cam_s1", "class_ids"])
-            labels = confident_region_labels(
-                image,
-                stored["cam_s1"].astype(np.float32),
-                stored["class_ids"],
-                fg_threshold=settings.fg_threshold,
-                bg_threshold=settings.bg_threshold,
-                crf_iterations=crf["iterations"],
-                gt_prob=crf["gt_prob"],
-                gaussian_sxy=crf["gaussian_sxy"],
-                gaussian_compat=crf["gaussian_compat"],
-                bilateral_sxy=crf["bilateral_sxy"],
-                bilateral_srgb=crf["bilateral_srgb"],
-                bilateral_compat=crf["bilateral_compat"],
-            )
+            if len(stored["class_ids"]) == 0:
+                # no foreground class: every pixel is confidently background
+                labels = np.zeros(image.shape[:2], np.uint8)
+            else:
+                labels = confident_region_labels(
+                    image,
+                    stored["cam_s1"].astype(np.float32),
+                    stored["class_ids"],
+                    fg_threshold=settings.fg_threshold,
+                    bg_threshold=settings.bg_threshold,
+                    image_id=image_id,
+                    **crf,
+                )
             writer.add(image_id, {"ir_label_s1": labels}, {"height": image.shape[0], "width": image.shape[1]})
 
 

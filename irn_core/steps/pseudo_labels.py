@@ -6,14 +6,23 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from irn_core.config import RunConfig
+from irn_core.instances import InstanceLabels
 from irn_core.pseudo_labels import semantic_and_instance_labels
 from irn_core.steps.common import prepare_runtime, shard_plan, stage_metadata
 from irn_core.store import ShardReader, ShardWriter
 
 logger = logging.getLogger(__name__)
+
+
+def empty_instances(image_size: tuple[int, int]) -> InstanceLabels:
+    """No detections (an image without foreground classes)."""
+    return InstanceLabels(
+        masks=np.zeros((0, *image_size), bool), class_ids=np.zeros(0, np.int64), scores=np.zeros(0, np.float32)
+    )
 
 
 def run_pseudo_labels(
@@ -43,22 +52,26 @@ def run_pseudo_labels(
             relation = relations.read(image_id, ["boundary_s4", "displacement_s4"])
             attributes = cams.attributes(image_id)
             image_size = (int(attributes["height"]), int(attributes["width"]))
-            semantic, instance = semantic_and_instance_labels(
-                cam["cam_s4"].astype(np.float32),
-                cam["class_ids"],
-                relation["boundary_s4"],
-                relation["displacement_s4"],
-                image_size,
-                beta=walk.beta,
-                exp_times=walk.exp_times,
-                radius=walk.radius,
-                semantic_bg_threshold=walk.semantic_bg_threshold,
-                instance_bg_threshold=walk.instance_bg_threshold,
-                centroid_iterations=instances.centroid_iterations,
-                cluster_threshold=instances.cluster_threshold,
-                min_fragment=instances.min_fragment,
-                device=device,
-            )
+            class_ids = cam["class_ids"]
+            if len(class_ids) == 0:
+                semantic, instance = np.zeros(image_size, np.uint8), empty_instances(image_size)
+            else:
+                semantic, instance = semantic_and_instance_labels(
+                    torch.from_numpy(cam["cam_s4"].astype(np.float32)).to(device),
+                    class_ids,
+                    torch.from_numpy(relation["boundary_s4"].astype(np.float32)).to(device),
+                    relation["displacement_s4"].astype(np.float32),
+                    image_size,
+                    beta=walk.beta,
+                    exp_times=walk.exp_times,
+                    radius=walk.radius,
+                    bg_threshold=walk.semantic_bg_threshold,
+                    instance_bg_threshold=walk.instance_bg_threshold,
+                    centroid_iterations=instances.centroid_iterations,
+                    cluster_threshold=instances.cluster_threshold,
+                    min_fragment=instances.min_fragment,
+                    image_id=image_id,
+                )
             size_attributes = {"height": image_size[0], "width": image_size[1]}
             semantic_writer.add(image_id, {"semantic_s1": semantic}, size_attributes)
             instance_writer.add(

@@ -1,0 +1,49 @@
+"""Run by tests/engine/test_distributed.py under torchrun: a few training steps, state saved by rank 0."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_dataset import TinyDataset  # noqa: E402
+
+from irn_core.cam.train import CAMTrainSettings, train_cam  # noqa: E402
+from irn_core.engine import distributed  # noqa: E402
+
+
+def main(kind: str, output: str) -> None:
+    torch.set_num_threads(1)
+    context = distributed.setup("cpu")
+    dataset = TinyDataset(8)
+    ids = dataset.ids("train")
+    if kind == "cam":
+        settings = CAMTrainSettings(
+            backbone="resnet18", weights="none", frozen_batchnorm=True, frozen_stages=0, batch_size=4, epochs=1,
+            crop_size=32, resize_long=(32, 48), learning_rate=0.05, head_lr_multiplier=10.0, weight_decay=1e-4,
+            momentum=0.9, poly_power=0.9, num_workers=0, seed=3,
+        )
+        model, _ = train_cam(dataset, ids, settings, device=torch.device("cpu"), context=context)
+    else:
+        from irn_core.irnet.train import IRNetTrainSettings, train_irnet
+        from irn_core.models.backbones import build_backbone
+        from irn_core.models.irnet import IRNet
+
+        torch.manual_seed(0)
+        model = IRNet(build_backbone("resnet18", weights="none"))
+        settings = IRNetTrainSettings(
+            batch_size=4, epochs=1, crop_size=48, scale_range=(0.8, 1.2), radius=5, learning_rate=0.1,
+            head_lr_multiplier=10.0, weight_decay=1e-4, momentum=0.9, poly_power=0.9, num_workers=0, seed=5,
+        )
+        train_irnet(model, dataset, ids, dataset.ir_label, settings, device=torch.device("cpu"), context=context)
+    if context.is_main:
+        torch.save({name: tensor.detach().clone() for name, tensor in model.state_dict().items()}, output)
+    distributed.barrier(context)
+    distributed.teardown(context)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
