@@ -1,0 +1,288 @@
+"""Semantic and instance pseudo labels from CAMs and IRNet outputs (reference §7.3 and §8).
+
+Semantic (``make_sem_seg_labels``): stride-4 CAMs of the present classes → random walk →
+bilinear ×4 upsampling (``align_corners=False``) cropped to the image → divided by the global
+maximum over all classes and pixels → a constant background score (0.25) prepended → argmax →
+0 background, k+1 for class k.
+
+Instances (``make_ins_seg_labels``): refined centroids → class-agnostic clusters → instance-wise
+CAMs ``cam[k] · cluster[i]`` (class-major) → one walk over all of them → upsampling, global max,
+background 0.25, argmax → 4-connected fragments of each channel, score = max normalised walk
+score in the fragment, 0 for fragments under 1% of the image (kept).
+
+Deliberate deviations (the reference would produce garbage or crash):
+
+* If every seed is zero after the ``(1 − boundary)`` suppression, the reference divides by a zero
+  maximum and its argmax over NaN labels every pixel with the first class; here every pixel is
+  background and there are no instances.
+* No fragment at all → an empty :class:`~irn_core.instances.InstanceLabels` (the reference's
+  ``np.stack([])`` raises).
+
+Channels whose seeds are all zero are not walked (their walk is exactly zero).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from irn_core.errors import InputError
+from irn_core.instances import InstanceLabels, cluster_centroids, detect_instances, find_centroids
+from irn_core.random_walk import propagate
+from irn_core.relations import _inputs
+
+__all__ = ["InstanceLabels", "semantic_label", "instance_labels", "semantic_and_instance_labels"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    cams: torch.Tensor  # (K, h, w)
+    class_ids: np.ndarray  # (K,)
+    boundary: torch.Tensor  # (h, w) on the CAMs' device
+    image_size: tuple[int, int]
+
+
+def _check_common(
+    cam_s4: object,
+    class_ids: object,
+    boundary: object,
+    image_size: Sequence[int],
+    stride: int,
+    context: str,
+) -> _Inputs:
+    cams = _inputs.as_float_tensor(cam_s4, "cam_s4", context)
+    if cams.dim() != 3:
+        raise InputError(f"{context}: cam_s4 must be (K, h, w), got shape {tuple(cams.shape)}")
+    count, height, width = cams.shape
+    ids = _inputs.class_id_array(class_ids, count, context)
+    if height < 1 or width < 1:
+        raise InputError(f"{context}: cam_s4 has an empty map {height}x{width}")
+    boundary_tensor = _inputs.as_float_tensor(boundary, "boundary", context, device=cams.device)
+    boundary_tensor = _inputs.boundary_map(boundary_tensor, height, width, context)
+    _inputs.check_probability(boundary_tensor, "boundary", context)
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise InputError(f"{context}: stride must be a positive integer, got {stride!r}")
+    image_height, image_width = _inputs.image_size_pair(image_size, context)
+    if height * stride < image_height or width * stride < image_width:
+        raise InputError(
+            f"{context}: {height}x{width} maps at stride {stride} cover {height * stride}x{width * stride} pixels, "
+            f"less than the image size {image_height}x{image_width}"
+        )
+    return _Inputs(cams=cams, class_ids=ids, boundary=boundary_tensor, image_size=(image_height, image_width))
+
+
+def _check_displacement(displacement: object, height: int, width: int, context: str) -> np.ndarray:
+    field = _inputs.as_float_tensor(displacement, "displacement", context)
+    if tuple(field.shape) != (2, height, width):
+        raise InputError(
+            f"{context}: displacement must be (2, {height}, {width}) like the CAMs, got {tuple(field.shape)} "
+            "(shape mismatch)"
+        )
+    return field.detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+def _walk_nonzero(
+    seeds: torch.Tensor, boundary: torch.Tensor, beta: float, exp_times: int, radius: float
+) -> torch.Tensor:
+    """Walk of every channel; channels whose suppressed seeds are all zero are left at zero."""
+    result = torch.zeros(seeds.shape, dtype=torch.float32, device=seeds.device)
+    # seed · (1 − boundary) is non-zero exactly where the seed is non-zero and the boundary below 1
+    active = torch.nonzero(((seeds != 0) & (boundary < 1)).flatten(1).any(dim=1)).flatten()
+    if active.numel():
+        walked = propagate(seeds[active], boundary, beta=beta, exp_times=exp_times, radius=radius)
+        result[active] = walked.to(torch.float32)
+    logger.debug("walked %d of %d channels", int(active.numel()), seeds.shape[0])
+    return result
+
+
+def _normalised_scores(walked: torch.Tensor, image_size: tuple[int, int], stride: int) -> torch.Tensor | None:
+    """Bilinear ×stride, crop to the image, divide by the global max: ``(C, H, W)``; None if the max is not > 0."""
+    image_height, image_width = image_size
+    upsampled = F.interpolate(walked.unsqueeze(0), scale_factor=stride, mode="bilinear", align_corners=False)[0]
+    upsampled = upsampled[:, :image_height, :image_width]
+    maximum = upsampled.max()
+    if not bool(maximum > 0):
+        return None
+    return upsampled / maximum
+
+
+def _assignment(normalised: torch.Tensor, bg_threshold: float) -> torch.Tensor:
+    """Argmax over [background constant, channels]: ``(H, W)`` int64, 0 background, j+1 channel j.
+
+    Ties go to the earlier channel (the background first), as ``torch.argmax``; computed with one
+    pass per channel, which is much faster than an argmax over the channel axis.
+    """
+    best = torch.full(normalised.shape[1:], bg_threshold, dtype=normalised.dtype, device=normalised.device)
+    assignment = torch.zeros(normalised.shape[1:], dtype=torch.int64, device=normalised.device)
+    for channel in range(normalised.shape[0]):
+        better = normalised[channel] > best
+        best = torch.where(better, normalised[channel], best)
+        assignment.masked_fill_(better, channel + 1)
+    return assignment
+
+
+def _semantic_from_walk(
+    walked: torch.Tensor, class_ids: np.ndarray, image_size: tuple[int, int], stride: int, bg_threshold: float
+) -> np.ndarray:
+    normalised = _normalised_scores(walked, image_size, stride)
+    if normalised is None:
+        return np.zeros(image_size, dtype=np.uint8)
+    assignment = _assignment(normalised, bg_threshold).cpu().numpy()
+    keys = np.concatenate([[0], class_ids + 1]).astype(np.uint8)
+    return keys[assignment]
+
+
+def _instances_from_walk(
+    walked: torch.Tensor,
+    channel_class_ids: np.ndarray,
+    image_size: tuple[int, int],
+    stride: int,
+    bg_threshold: float,
+    min_fragment: float,
+) -> InstanceLabels:
+    normalised = _normalised_scores(walked, image_size, stride)
+    if normalised is None:
+        empty = np.zeros((0,), dtype=np.int64)
+        return InstanceLabels(
+            masks=np.zeros((0, *image_size), dtype=bool), class_ids=empty, scores=empty.astype(np.float32)
+        )
+    assignment = _assignment(normalised, bg_threshold)
+    return detect_instances(
+        normalised.cpu().numpy(), assignment.cpu().numpy(), channel_class_ids, min_fragment=min_fragment
+    )
+
+
+def _instance_seeds(
+    checked: _Inputs, displacement: np.ndarray, centroid_iterations: int, cluster_threshold: float
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Class-major instance-wise CAMs ``(K·n, h, w)`` and the class of each channel."""
+    centroids = find_centroids(displacement, iterations=centroid_iterations)
+    clusters = cluster_centroids(centroids, displacement, threshold=cluster_threshold)  # (n, h, w)
+    cluster_tensor = torch.from_numpy(clusters).to(device=checked.cams.device, dtype=checked.cams.dtype)
+    seeds = (checked.cams.unsqueeze(1) * cluster_tensor.unsqueeze(0)).flatten(0, 1)
+    return seeds, np.repeat(checked.class_ids, clusters.shape[0])
+
+
+def semantic_label(
+    cam_s4: torch.Tensor | np.ndarray,
+    class_ids: Sequence[int] | np.ndarray | torch.Tensor,
+    boundary: torch.Tensor | np.ndarray,
+    image_size: Sequence[int],
+    *,
+    beta: float = 10.0,
+    exp_times: int = 8,
+    bg_threshold: float = 0.25,
+    radius: float = 5,
+    stride: int = 4,
+    image_id: str | None = None,
+) -> np.ndarray:
+    """Semantic pseudo label of one image.
+
+    Args:
+        cam_s4: ``(K, h, w)`` CAMs of the present classes at stride 4 (numpy or torch, any device).
+        class_ids: ``(K,)`` 0-based class of each CAM channel (non-empty).
+        boundary: ``(h, w)`` or ``(1, h, w)`` class-boundary probabilities at the same stride.
+        image_size: ``(H, W)`` of the image; ``stride · (h, w)`` must cover it.
+        beta, exp_times, radius: random-walk parameters (reference 10, 8, 5).
+        bg_threshold: constant background score after normalisation (reference 0.25).
+        stride: the maps' stride (the reference upsamples ×4).
+        image_id: named in error messages.
+
+    Returns:
+        ``(H, W)`` uint8: 0 background, k+1 for class k.
+    """
+    context = _inputs.where("pseudo_labels.semantic_label", image_id)
+    checked = _check_common(cam_s4, class_ids, boundary, image_size, stride, context)
+    walked = _walk_nonzero(checked.cams, checked.boundary, beta, exp_times, radius)
+    return _semantic_from_walk(walked, checked.class_ids, checked.image_size, stride, bg_threshold)
+
+
+def instance_labels(
+    cam_s4: torch.Tensor | np.ndarray,
+    class_ids: Sequence[int] | np.ndarray | torch.Tensor,
+    boundary: torch.Tensor | np.ndarray,
+    displacement: torch.Tensor | np.ndarray,
+    image_size: Sequence[int],
+    *,
+    beta: float = 10.0,
+    exp_times: int = 8,
+    bg_threshold: float = 0.25,
+    centroid_iterations: int = 300,
+    cluster_threshold: float = 2.5,
+    min_fragment: float = 0.01,
+    radius: float = 5,
+    stride: int = 4,
+    image_id: str | None = None,
+) -> InstanceLabels:
+    """Instance pseudo labels of one image.
+
+    Args:
+        cam_s4, class_ids, boundary, image_size, beta, exp_times, bg_threshold, radius, stride,
+            image_id: as :func:`semantic_label`.
+        displacement: ``(2, h, w)`` displacement field in stride-4 pixels, channel 0 = y.
+        centroid_iterations: centroid refinement steps (reference 300).
+        cluster_threshold: candidate centroids have ``‖D‖ < cluster_threshold`` (reference 2.5).
+        min_fragment: fragments under this fraction of the image get score 0 (reference 0.01).
+
+    Returns:
+        :class:`InstanceLabels` (masks ``(N, H, W)`` bool, 0-based ``class_ids``, float32
+        ``scores``), class-major channel order then fragments, as the reference.
+    """
+    context = _inputs.where("pseudo_labels.instance_labels", image_id)
+    checked = _check_common(cam_s4, class_ids, boundary, image_size, stride, context)
+    field = _check_displacement(displacement, *checked.cams.shape[1:], context)
+    seeds, channel_class_ids = _instance_seeds(checked, field, centroid_iterations, cluster_threshold)
+    walked = _walk_nonzero(seeds, checked.boundary, beta, exp_times, radius)
+    return _instances_from_walk(walked, channel_class_ids, checked.image_size, stride, bg_threshold, min_fragment)
+
+
+def semantic_and_instance_labels(
+    cam_s4: torch.Tensor | np.ndarray,
+    class_ids: Sequence[int] | np.ndarray | torch.Tensor,
+    boundary: torch.Tensor | np.ndarray,
+    displacement: torch.Tensor | np.ndarray,
+    image_size: Sequence[int],
+    *,
+    beta: float = 10.0,
+    exp_times: int = 8,
+    bg_threshold: float = 0.25,
+    instance_bg_threshold: float | None = None,
+    centroid_iterations: int = 300,
+    cluster_threshold: float = 2.5,
+    min_fragment: float = 0.01,
+    radius: float = 5,
+    stride: int = 4,
+    image_id: str | None = None,
+) -> tuple[np.ndarray, InstanceLabels]:
+    """Both labels with ONE walk over the K class channels and the K·n instance channels.
+
+    Same arguments as :func:`instance_labels`; ``instance_bg_threshold`` (default: ``bg_threshold``)
+    is the instance step's own background score (the reference has ``sem_seg_bg_thres`` and
+    ``ins_seg_bg_thres``, both 0.25). Returns what :func:`semantic_label` and
+    :func:`instance_labels` return, with the same labels (the walk of a channel does not depend
+    on the other channels).
+    """
+    context = _inputs.where("pseudo_labels.semantic_and_instance_labels", image_id)
+    checked = _check_common(cam_s4, class_ids, boundary, image_size, stride, context)
+    field = _check_displacement(displacement, *checked.cams.shape[1:], context)
+    instance_seeds, channel_class_ids = _instance_seeds(checked, field, centroid_iterations, cluster_threshold)
+    class_count = checked.cams.shape[0]
+    walked = _walk_nonzero(
+        torch.cat([checked.cams, instance_seeds], dim=0), checked.boundary, beta, exp_times, radius
+    )
+    semantic = _semantic_from_walk(
+        walked[:class_count], checked.class_ids, checked.image_size, stride, bg_threshold
+    )
+    if instance_bg_threshold is None:
+        instance_bg_threshold = bg_threshold
+    instances = _instances_from_walk(
+        walked[class_count:], channel_class_ids, checked.image_size, stride, instance_bg_threshold, min_fragment
+    )
+    return semantic, instances

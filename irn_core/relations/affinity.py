@@ -1,0 +1,116 @@
+"""Class-boundary probabilities → inter-pixel affinities (reference §6.5).
+
+``a_ij = 1 − max_{k ∈ Π_ij} B_k``: one minus the largest boundary probability on the path between
+``i`` and ``j`` (both endpoints included). Outside the map the boundary counts as 1, so a pair
+whose path leaves the map has affinity 0.
+
+Representation: ``(B, D, H, W)`` where ``[b, d, y, x]`` relates ``(y, x)`` and
+``(y + dy, x + dx)`` for direction ``d`` of the :class:`~irn_core.relations.path_index.PathIndex`
+(0 where the destination is off the map). ``region="source_window"`` returns only the reference's
+training window (rows ``[0, H − rf)`` × cols ``[rf, W − rf)``), whose destinations are all on the map.
+
+Memory: paths are gathered one length-group at a time and reduced with ``max(dim)``, whose
+backward keeps only the argmax indices of the group's output, never the gathered
+``(B, Σ len, N)`` tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from irn_core.errors import InputError
+from irn_core.relations.path_index import PathIndex
+
+__all__ = ["boundary_to_affinity", "boundary_to_path_max"]
+
+Region = Literal["full", "source_window"]
+
+
+def _output_box(index: PathIndex, height: int, width: int, region: Region) -> tuple[int, int, int, int]:
+    """(row_start, row_stop, col_start, col_stop) of the output pixels on the map."""
+    if region == "full":
+        return 0, height, 0, width
+    if region == "source_window":
+        rows, cols = index.source_window(height, width)
+        return rows.start, rows.stop, cols.start, cols.stop
+    raise InputError(f"boundary_to_affinity: region must be 'full' or 'source_window', got {region!r}")
+
+
+def boundary_to_path_max(
+    boundary: torch.Tensor,
+    index: PathIndex,
+    *,
+    region: Region = "full",
+    outside_value: float = 1.0,
+) -> torch.Tensor:
+    """Largest boundary value on every path: ``boundary (B, H, W)`` → ``(B, D, h_out, w_out)``.
+
+    ``h_out × w_out`` is ``H × W`` for ``region="full"`` and the source window otherwise. Points off
+    the map read ``outside_value``. Differentiable; see the module docstring for memory.
+    """
+    if boundary.dim() != 3:
+        raise InputError(f"boundary_to_affinity: boundary must be (B, H, W), got shape {tuple(boundary.shape)}")
+    batch, height, width = boundary.shape
+    row_start, row_stop, col_start, col_stop = _output_box(index, height, width, region)
+    out_height, out_width = row_stop - row_start, col_stop - col_start
+    margin = index.radius_floor
+    if region == "full":
+        padded = F.pad(boundary, (margin, margin, margin, margin), mode="constant", value=outside_value)
+        origin_y, origin_x = margin, margin
+    else:
+        padded = boundary  # every path of the source window stays on the map
+        origin_y, origin_x = 0, 0
+    def point(dy: int, dx: int) -> torch.Tensor:
+        top, left = origin_y + row_start + dy, origin_x + col_start + dx
+        return padded[:, top : top + out_height, left : left + out_width]
+
+    group_maxima = []
+    if not (torch.is_grad_enabled() and boundary.requires_grad):
+        # no autograd: a running elementwise maximum per path (no gathered tensor at all)
+        for path in index.paths:
+            running = point(int(path[0, 0]), int(path[0, 1]))
+            for dy, dx in path[1:].tolist():
+                running = torch.maximum(running, point(dy, dx))
+            group_maxima.append(running.unsqueeze(1))
+        return torch.cat(group_maxima, dim=1)
+    for group in index.groups:
+        # one length-group at a time; max(dim)'s backward keeps only the argmax indices
+        gathered = torch.stack([point(int(dy), int(dx)) for path in group.offsets for dy, dx in path], dim=1)
+        gathered = gathered.view(batch, group.count, group.length, out_height, out_width)
+        group_maxima.append(torch.max(gathered, dim=2).values)
+        del gathered
+    return torch.cat(group_maxima, dim=1)
+
+
+def boundary_to_affinity(
+    boundary: torch.Tensor | np.ndarray,
+    index: PathIndex,
+    *,
+    region: Region = "full",
+    outside_value: float = 1.0,
+) -> torch.Tensor | np.ndarray:
+    """Affinities ``1 − max boundary on the path``.
+
+    Args:
+        boundary: ``(B, H, W)`` boundary probabilities in [0, 1] (torch, any device, or numpy).
+        index: the path index (radius 5 for the random walk, 10 for IRNet training).
+        region: ``"full"`` → ``(B, D, H, W)``, pairs whose destination is off the map get 0;
+            ``"source_window"`` → ``(B, D, H − rf, W − 2·rf)``, the reference's training window.
+        outside_value: boundary value assumed off the map (the reference pads with 1.0).
+
+    Returns:
+        Affinities of the same kind (torch on the input's device, or numpy) and float dtype.
+        Differentiable with respect to a torch ``boundary``.
+    """
+    if isinstance(boundary, np.ndarray):
+        result = boundary_to_affinity(torch.from_numpy(boundary), index, region=region, outside_value=outside_value)
+        return result.numpy()
+    if not isinstance(boundary, torch.Tensor):
+        raise InputError(f"boundary_to_affinity: boundary must be a tensor or array, got {type(boundary).__name__}")
+    if not boundary.is_floating_point():
+        raise InputError(f"boundary_to_affinity: boundary must be floating point, got {boundary.dtype}")
+    return 1.0 - boundary_to_path_max(boundary, index, region=region, outside_value=outside_value)
