@@ -75,7 +75,7 @@ def read_image(path: str | os.PathLike[str], *, image_id: str | None = None) -> 
             raise DatasetError(f"{_describe(path, image_id)}: unsupported image mode {image.mode!r} for a photograph")
         if image.mode != "RGB":
             image = image.convert("RGB")
-        array = np.asarray(image, dtype=np.uint8)
+        array = np.array(image, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
     if array.ndim != 3 or array.shape[2] != 3:
         raise DatasetError(f"{_describe(path, image_id)}: decoded to shape {array.shape}, expected (H, W, 3)")
     return np.ascontiguousarray(array)
@@ -96,7 +96,7 @@ def read_label_png(path: str | os.PathLike[str], *, image_id: str | None = None)
                 "or 8-bit grey ('L') PNG holding class/instance indices"
             )
         _decode(image, path, image_id, "label map")
-        array = np.asarray(image, dtype=np.uint8)
+        array = np.array(image, dtype=np.uint8)
     return np.ascontiguousarray(array)
 
 
