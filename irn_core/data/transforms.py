@@ -31,7 +31,7 @@ def pil_resize(array: np.ndarray, size: tuple[int, int], order: int) -> np.ndarr
         return array
     resample = Image.Resampling.BICUBIC if order == BICUBIC else Image.Resampling.NEAREST
     if array.dtype == np.uint8:
-        return np.asarray(Image.fromarray(array).resize((width, height), resample))
+        return np.array(Image.fromarray(array).resize((width, height), resample))
     if array.ndim == 2:
         channels = [array]
     else:

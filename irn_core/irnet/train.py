@@ -142,9 +142,11 @@ def _reduced_loss(
     context: DistributedContext,
 ) -> dict[str, torch.Tensor]:
     boundary_logits, displacement = model(image)
-    counts_reducer = (lambda counts: all_reduce_sum(counts, context)) if context.enabled else None
+    if not context.enabled:
+        return affinity_displacement_loss(boundary_logits, displacement, label, path_index(radius))
     losses = affinity_displacement_loss(
-        boundary_logits, displacement, label, path_index(radius), count_reducer=counts_reducer
+        boundary_logits, displacement, label, path_index(radius),
+        count_reducer=lambda counts: all_reduce_sum(counts, context),
     )
     if context.enabled:
         # DDP averages gradients over processes; the losses were divided by global counts.

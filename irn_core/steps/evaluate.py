@@ -75,7 +75,7 @@ def run_evaluate_semantic(config: RunConfig, semantic_paths: Sequence[Path], out
 def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
     """VOC mask AP at the configured IoU thresholds and mAP^r_vol (0.1 ... 0.9) on the inference images."""
     dataset = open_run_dataset(config)
-    thresholds = tuple(sorted(set(config.evaluation.iou_thresholds) | set(evaluation.VOL_THRESHOLDS)))
+    thresholds = tuple(sorted(set(config.evaluation.iou_thresholds) | set(evaluation.VOLUME_IOU_THRESHOLDS)))
     accumulator = evaluation.InstanceAPAccumulator(
         len(dataset.class_names), thresholds, matching=config.evaluation.matching
     )
@@ -85,11 +85,11 @@ def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], ou
             gt_masks, gt_class_ids = dataset.instance_masks(image_id)
             accumulator.add(predicted["masks_s1"], predicted["class_ids"], predicted["scores"], gt_masks, gt_class_ids)
     results = accumulator.result()
+    class_names = list(dataset.class_names)
     table = evaluation.instance_table(
-        {threshold: results[threshold] for threshold in config.evaluation.iou_thresholds},
-        list(dataset.class_names),
-        map_r_vol=evaluation.map_r_vol(results),
+        {threshold: results[threshold] for threshold in config.evaluation.iou_thresholds}, class_names
     )
+    table["AP^r_vol"] = evaluation.instance_table(results, class_names)["AP^r_vol"]
     evaluation.write_table(table, output_prefix)
     summary = {f"mAP@{threshold:g}": float(results[threshold][1]) for threshold in config.evaluation.iou_thresholds}
     summary["mAP_vol"] = float(evaluation.map_r_vol(results))
