@@ -65,6 +65,11 @@ def affinity_displacement_loss(
         raise InputError(
             f"affinity_displacement_loss: label_map must be ({batch}, {height}, {width}), got {tuple(label_map.shape)}"
         )
+    if not isinstance(label_map, torch.Tensor) or label_map.device != boundary_logits.device:
+        raise InputError(
+            "affinity_displacement_loss: label_map must be a tensor on the logits' device "
+            f"{boundary_logits.device} (build pair labels on the training device)"
+        )
     labels = pair_labels(label_map, index, ignore_index=ignore_index)
     affinity = boundary_to_affinity(torch.sigmoid(boundary_logits[:, 0]), index, region="source_window")
 
@@ -82,7 +87,7 @@ def affinity_displacement_loss(
     rows, cols = index.source_window(height, width)
     source_displacement = displacement[:, :, rows, cols].unsqueeze(2)  # (B, 2, 1, hs, ws)
     pair_displacement = source_displacement - destination_stack(displacement, index)  # (B, 2, D, hs, ws)
-    target = torch.as_tensor(index.directions.T, dtype=displacement.dtype, device=displacement.device)
+    target = torch.tensor(index.directions.T.copy(), dtype=displacement.dtype, device=displacement.device)
     target = target.view(1, 2, -1, 1, 1)
     displacement_fg = (torch.abs(pair_displacement - target) * fg_pos.unsqueeze(1)).sum() / (2 * fg_count + EPSILON)
     displacement_bg = (torch.abs(pair_displacement) * bg_pos.unsqueeze(1)).sum() / (2 * bg_count + EPSILON)
