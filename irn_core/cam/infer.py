@@ -55,8 +55,8 @@ def multiscale_cams(
     strided_up_size = (16 * math.ceil(height / 16), 16 * math.ceil(width / 16))
     device = next(model.parameters()).device
     model.eval()
-    strided_maps = []
-    high_res_maps = []
+    cam_s4: Tensor | None = None
+    high_res: Tensor | None = None
     with torch.inference_mode():
         for scale in scales:
             scaled = image if scale == 1.0 else pil_rescale(image, scale, BICUBIC)
@@ -67,10 +67,13 @@ def multiscale_cams(
                 batch = torch.from_numpy(hwc_to_chw(normalize(scaled))).to(device)[None]
                 scale_map = model.class_activation_maps(batch)[0]
             scale_map = scale_map[None]
-            strided_maps.append(F.interpolate(scale_map, strided_size, mode="bilinear", align_corners=False)[0])
-            high_res_maps.append(F.interpolate(scale_map, strided_up_size, mode="bilinear", align_corners=False)[0])
-        cam_s4 = torch.stack(strided_maps).sum(dim=0)
-        high_res = torch.stack(high_res_maps).sum(dim=0)[:, :height, :width]
+            strided = F.interpolate(scale_map, strided_size, mode="bilinear", align_corners=False)[0]
+            upsampled = F.interpolate(scale_map, strided_up_size, mode="bilinear", align_corners=False)[0]
+            # running sums in scale order (on CPU bit-identical to the reference's stack-then-sum, less memory)
+            cam_s4 = strided if cam_s4 is None else cam_s4.add_(strided)
+            high_res = upsampled if high_res is None else high_res.add_(upsampled)
+        assert cam_s4 is not None and high_res is not None
+        high_res = high_res[:, :height, :width]
     return cam_s4, high_res
 
 
