@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from irn_core.cam.infer import multiscale_cams, select_classes
+from irn_core.data.transforms import pil_resize
 from irn_core.errors import InputError
-from irn_core.models import CAMNet, build_backbone
+from irn_core.models import CAMNet, backbones, build_backbone
 
 from model_restatements import bilinear_resize, normalised_chw, pillow_bicubic
 
@@ -153,3 +156,21 @@ def test_camnet_on_efficientnet_lite0_shapes() -> None:
     assert isinstance(model.classifier, nn.Conv2d) and model.classifier.in_channels == 1280
     cam_s4, high_res = multiscale_cams(model, np.zeros((21, 30, 3), np.uint8), scales=(1.0, 0.5))
     assert cam_s4.shape == (3, 6, 8) and high_res.shape == (3, 21, 30)
+
+
+def test_imagenet_cam_of_a_real_bus_lies_on_the_bus(real_samples: Path) -> None:
+    """Lite0 ImageNet backbone + its ImageNet classifier as a CAM classifier: the 'school bus' map
+    (class 779) of a real VOC image peaks inside the annotated bus (VOC label 6)."""
+    state = backbones.read_state_dict(backbones.efficientnet_lite0_imagenet_file())
+    model = CAMNet(build_backbone("efficientnet_lite0"), 1000)
+    with torch.no_grad():
+        model.classifier.weight.copy_(state["_fc.weight"][:, :, None, None])
+    image = np.asarray(Image.open(real_samples / "voc/JPEGImages/2011_000025.jpg").convert("RGB"))
+    label = np.asarray(Image.open(real_samples / "voc/SegmentationClass/2011_000025.png"))
+    image, label = pil_resize(image, (188, 250), 3), pil_resize(label, (188, 250), 0)
+    cam_s4, high_res = multiscale_cams(model, image, scales=(1.0,))
+    _, bus_map = select_classes(cam_s4, high_res, [779])
+    bus_map = bus_map[0].numpy()
+    bus = label == 6
+    assert bus[bus_map > 0.5].mean() > 0.95
+    assert bus_map[bus].mean() > 2 * bus_map[~bus & (label != 255)].mean()
