@@ -249,6 +249,7 @@ def propagate_dense(
     exp_times: int = 8,
     radius: int = 5,
     dtype: torch.dtype = torch.float32,
+    flush_denormal: bool = False,
 ) -> torch.Tensor | np.ndarray:
     """The reference formulation, literally (test oracle; O(N²) memory, O(N³) time).
 
@@ -257,6 +258,12 @@ def propagate_dense(
     for every ``i`` and ``A[src, dst] = A[dst, src] = a``, cropped to the image, ``S = A ** β``,
     column-normalised, squared ``exp_times`` times, applied to ``scores · (1 − boundary)``.
     Computed in ``dtype`` (the reference uses float32) on the scores' device.
+
+    ``flush_denormal=True`` flushes subnormal floats to zero in the calling thread for the
+    duration of the call (``torch.set_flush_denormal``; cleared afterwards). The squarings produce
+    many subnormal entries, which x86 CPUs multiply ~50× slower; flushing changes the result by
+    less than 1e-30 absolute. It only reaches the calling thread, so use it with one intra-op
+    thread. (The reference ran on a GPU, where subnormals cost nothing.)
 
     Returns:
         ``(C, h, w)`` like :func:`propagate` (numpy for numpy scores), in ``dtype``.
@@ -271,34 +278,39 @@ def propagate_dense(
     channels, height, width = seeds.shape
     padded_height, padded_width = height + radius, width + 2 * radius
     index = path_index(radius)
-    with torch.no_grad():
-        edge = boundary_tensor.to(dtype).unsqueeze(0)  # (1, h, w)
-        edge_padded = F.pad(edge, (radius, radius, 0, radius), mode="constant", value=1.0).reshape(1, -1)
-        per_group, source_indices, destination_indices = index.reference_indices(padded_height, padded_width)
-        affinities = []
-        for indices in per_group:
-            gathered = edge_padded[:, torch.as_tensor(indices.reshape(-1), device=device)]
-            gathered = gathered.view(1, indices.shape[0], indices.shape[1], indices.shape[2])
-            affinities.append(1.0 - gathered.max(dim=2).values)
-        affinity = torch.cat(affinities, dim=1).reshape(-1)  # (D · N_src,), direction-major
-        vertex_count = padded_height * padded_width
-        source = torch.as_tensor(np.tile(source_indices, destination_indices.shape[0]), device=device)
-        destination = torch.as_tensor(destination_indices.reshape(-1), device=device)
-        identity = torch.arange(vertex_count, device=device)
-        rows = torch.cat([source, identity, destination])
-        cols = torch.cat([destination, identity, source])
-        values = torch.cat([affinity, torch.ones(vertex_count, dtype=dtype, device=device), affinity])
-        dense = torch.zeros((vertex_count, vertex_count), dtype=dtype, device=device)
-        dense.index_put_((rows, cols), values, accumulate=True)
-        del rows, cols, values, source, destination
-        dense = dense.view(padded_height, padded_width, padded_height, padded_width)
-        dense = dense[:-radius, radius:-radius, :-radius, radius:-radius].reshape(height * width, height * width)
-        scaled = torch.pow(dense, beta)
-        del dense
-        transition = scaled / scaled.sum(dim=0, keepdim=True)
-        del scaled
-        for _ in range(exp_times):
-            transition = transition @ transition
-        seeds = seeds.to(dtype) * (1.0 - edge)
-        result = (seeds.reshape(channels, height * width) @ transition).reshape(channels, height, width)
+    flushing = bool(flush_denormal) and torch.set_flush_denormal(True)
+    try:
+        with torch.no_grad():
+            edge = boundary_tensor.to(dtype).unsqueeze(0)  # (1, h, w)
+            edge_padded = F.pad(edge, (radius, radius, 0, radius), mode="constant", value=1.0).reshape(1, -1)
+            per_group, source_indices, destination_indices = index.reference_indices(padded_height, padded_width)
+            affinities = []
+            for indices in per_group:
+                gathered = edge_padded[:, torch.as_tensor(indices.reshape(-1), device=device)]
+                gathered = gathered.view(1, indices.shape[0], indices.shape[1], indices.shape[2])
+                affinities.append(1.0 - gathered.max(dim=2).values)
+            affinity = torch.cat(affinities, dim=1).reshape(-1)  # (D · N_src,), direction-major
+            vertex_count = padded_height * padded_width
+            source = torch.as_tensor(np.tile(source_indices, destination_indices.shape[0]), device=device)
+            destination = torch.as_tensor(destination_indices.reshape(-1), device=device)
+            identity = torch.arange(vertex_count, device=device)
+            rows = torch.cat([source, identity, destination])
+            cols = torch.cat([destination, identity, source])
+            values = torch.cat([affinity, torch.ones(vertex_count, dtype=dtype, device=device), affinity])
+            dense = torch.zeros((vertex_count, vertex_count), dtype=dtype, device=device)
+            dense.index_put_((rows, cols), values, accumulate=True)
+            del rows, cols, values, source, destination
+            dense = dense.view(padded_height, padded_width, padded_height, padded_width)
+            dense = dense[:-radius, radius:-radius, :-radius, radius:-radius].reshape(height * width, height * width)
+            scaled = torch.pow(dense, beta)
+            del dense
+            transition = scaled / scaled.sum(dim=0, keepdim=True)
+            del scaled
+            for _ in range(exp_times):
+                transition = transition @ transition
+            seeds = seeds.to(dtype) * (1.0 - edge)
+            result = (seeds.reshape(channels, height * width) @ transition).reshape(channels, height, width)
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
     return _finish(result, dtype, return_numpy)
