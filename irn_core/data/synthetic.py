@@ -144,7 +144,7 @@ class SyntheticConfig(BaseModel):
         "keeps at least 90 % of its pixels).",
     )
     object_size_range: tuple[float, float] = Field(
-        (0.28, 0.5),
+        (0.35, 0.7),
         description="Range of an instance's body length (long axis) as a fraction of the image's shorter side.",
     )
     aspect_ratio_range: tuple[float, float] = Field(
@@ -171,6 +171,13 @@ class SyntheticConfig(BaseModel):
         le=300.0,
         description="Smallest RGB distance between the body colours of two touching instances "
         "(best of several draws if unreachable).",
+    )
+    min_ink_contrast: float = Field(
+        110.0,
+        ge=0.0,
+        le=300.0,
+        description="Smallest RGB distance between a body's colour and its head's class ink colour, so the "
+        "texture stays visible (best of several draws if unreachable; unused without head_colour_cue).",
     )
     min_gap: int = Field(
         3, ge=0, le=32, description="Smallest gap in pixels between instances that are not placed touching."
@@ -388,7 +395,7 @@ def _hsv_to_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
 
 def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     """A body / clutter colour: any hue, low to medium saturation (class-independent)."""
-    return _hsv_to_rgb(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.3, 0.88))
+    return _hsv_to_rgb(rng.random(), rng.uniform(0.08, 0.42), rng.uniform(0.3, 0.88))
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
@@ -498,9 +505,9 @@ def _texture(name: str, rng: np.random.Generator, y: np.ndarray, x: np.ndarray, 
     if name == "dotted":
         dy = np.mod(across + phase, period) - 0.5 * period
         dx = np.mod(along + phase, period) - 0.5 * period
-        return dy**2 + dx**2 <= (0.3 * period) ** 2
+        return dy**2 + dx**2 <= (0.38 * period) ** 2
     if name == "ringed":
-        return np.mod(np.hypot(y, x) + 0.25 * period, period) < 0.5 * period
+        return np.mod(head_radius - np.hypot(y, x), period) < 0.5 * period  # the outermost band is ink
     if name == "gridded":
         dy = np.abs(np.mod(across + phase, period) - 0.5 * period)
         dx = np.abs(np.mod(along + phase, period) - 0.5 * period)
@@ -598,16 +605,19 @@ def _background(rng: np.random.Generator, height: int, width: int, strength: flo
 
 
 def _pick_colour(
-    rng: np.random.Generator, under: np.ndarray, avoid: list[np.ndarray], config: SyntheticConfig
+    rng: np.random.Generator,
+    under: np.ndarray,
+    avoid: list[tuple[np.ndarray, float]],
+    config: SyntheticConfig,
 ) -> np.ndarray:
-    """A muted colour at least ``min_body_contrast`` from ``under`` and ``min_instance_colour_distance``
-    from each colour in ``avoid``; the best of ``_COLOUR_ATTEMPTS`` draws if none satisfies both."""
+    """A muted colour at least ``min_body_contrast`` from ``under`` and at least ``distance`` from each
+    ``(colour, distance)`` in ``avoid``; the best of ``_COLOUR_ATTEMPTS`` draws if none satisfies all."""
     best, best_score = None, -math.inf
     for _ in range(_COLOUR_ATTEMPTS):
         colour = _muted_colour(rng)
         score = float(np.linalg.norm(colour - under)) - config.min_body_contrast
-        for other in avoid:
-            score = min(score, float(np.linalg.norm(colour - other)) - config.min_instance_colour_distance)
+        for other, distance in avoid:
+            score = min(score, float(np.linalg.norm(colour - other)) - distance)
         if score >= 0.0:
             return colour
         if score > best_score:
@@ -616,10 +626,16 @@ def _pick_colour(
     return best
 
 
-def _ink_colour(rng: np.random.Generator, class_index: int, body_colour: np.ndarray, config: SyntheticConfig) -> np.ndarray:
-    """The head ink: the class colour jittered by up to ±15, or black / white without the colour cue."""
+def _ink_colour(rng: np.random.Generator, class_index: int, config: SyntheticConfig) -> np.ndarray | None:
+    """The head ink: the class colour jittered by up to ±15, or None (black / white chosen later
+    against the body colour) without the colour cue."""
     if config.head_colour_cue:
         return np.clip(np.array(INK_COLOURS[class_index], dtype=np.float64) + rng.uniform(-15.0, 15.0, size=3), 0, 255)
+    return None
+
+
+def _neutral_ink(rng: np.random.Generator, body_colour: np.ndarray) -> np.ndarray:
+    """Black or white ink (jittered by up to ±10), whichever contrasts more with the body colour."""
     luminance = float(body_colour @ np.array([0.299, 0.587, 0.114]))
     return np.full(3, 20.0 if luminance > 110.0 else 240.0) + rng.uniform(-10.0, 10.0, size=3)
 
@@ -803,7 +819,7 @@ def render_image(config: SyntheticConfig, index: int) -> SyntheticSample:
     placed: list[_Sprite] = []
     for number in range(wanted):
         for attempt in range(_PLACEMENT_ATTEMPTS):
-            shrink = 1.0 if attempt < _PLACEMENT_ATTEMPTS // 2 else 0.75
+            shrink = 1.0 - 0.5 * attempt / _PLACEMENT_ATTEMPTS  # crowded images get smaller objects
             touch = bool(placed) and rng.random() < config.touch_probability
             partner = placed[int(rng.integers(len(placed)))] if touch else None
             class_index = partner.class_index if partner is not None else int(rng.integers(config.num_classes))
@@ -815,9 +831,14 @@ def render_image(config: SyntheticConfig, index: int) -> SyntheticSample:
             if offset is None:
                 continue
             sprite.offset = offset
-            avoid = [partner.body_colour] if partner is not None and partner.body_colour is not None else []
+            ink = _ink_colour(rng, class_index, config)
+            avoid = [] if ink is None else [(ink, config.min_ink_contrast)]
+            if partner is not None and partner.body_colour is not None:
+                avoid.append((partner.body_colour, config.min_instance_colour_distance))
             sprite.body_colour = _pick_colour(rng, _mean_under(image, sprite), avoid, config)
-            _paint(image, sprite, sprite.body_colour, _ink_colour(rng, class_index, sprite.body_colour, config), config.outline_strength)
+            if ink is None:
+                ink = _neutral_ink(rng, sprite.body_colour)
+            _paint(image, sprite, sprite.body_colour, ink, config.outline_strength)
             placed.append(sprite)
             break
         else:
