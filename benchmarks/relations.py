@@ -140,7 +140,9 @@ def worker(arguments: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def run_worker(kind: str, size: str, options: argparse.Namespace, directory: Path, *, threads: int = 0, repeats: int = 1):
+def run_worker(
+    kind: str, size: str, options: argparse.Namespace, directory: Path, *, threads: int = 0, repeats: int = 1
+) -> dict:
     out = directory / f"{kind}-{size}-{threads}.npy"
     report = directory / f"{kind}-{size}-{threads}.json"
     channels = options.label_classes if kind == "labels" else options.channels
@@ -241,7 +243,8 @@ def main() -> None:
                 fits = estimate < available_mib()
                 row["dense_note"] = (
                     f"skipped (--skip-dense-above {options.skip_dense_above}); needs ≈{estimate / 1024:.1f} GiB, "
-                    + ("which would fit in the memory available now" if fits else "MORE than the memory available now")
+                    + ("which would fit in the memory available now" if fits
+                       else "MORE than the memory available now")
                 )
             row["dense_estimate_mib"] = estimate
             rows.append(row)
@@ -263,7 +266,9 @@ def main() -> None:
             dense_time = ratio = difference = "—"
             dense_peak = f"— (est. {row['dense_estimate_mib'] / 1024:.1f} GiB)"
         errors = (
-            f"{row['reference_error_rel']:.1e} / {row['sparse_error_rel']:.1e}" if "reference_error_rel" in row else "—"
+            f"{row['reference_error_rel']:.1e} / {row['sparse_error_rel']:.1e}"
+            if "reference_error_rel" in row
+            else "—"
         )
         print(f"| {row['size']} | {row['pixels']} | {dense_time} | {row['sparse_s'] * 1e3:.0f} ms "
               f"({row['sparse_1t_s'] * 1e3:.0f} ms) | {ratio} | {dense_peak} | {row['sparse_mib']:.1f} MiB "

@@ -266,8 +266,9 @@ def semantic_and_instance_labels(
     Same arguments as :func:`instance_labels`; ``instance_bg_threshold`` (default: ``bg_threshold``)
     is the instance step's own background score (the reference has ``sem_seg_bg_thres`` and
     ``ins_seg_bg_thres``, both 0.25). Returns what :func:`semantic_label` and
-    :func:`instance_labels` return, with the same labels (the walk of a channel does not depend
-    on the other channels).
+    :func:`instance_labels` return, with the same labels: a channel's walk depends on which
+    channels are walked with it only through float64 rounding (~1e-14 relative, from the sparse
+    kernel's vectorisation), far below the float32 in which the labels are decided.
     """
     context = _inputs.where("pseudo_labels.semantic_and_instance_labels", image_id)
     checked = _check_common(cam_s4, class_ids, boundary, image_size, stride, context)

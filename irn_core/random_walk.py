@@ -178,7 +178,9 @@ def _walk_sparse(seeds: torch.Tensor, boundary: torch.Tensor, beta: float, radiu
     return state.t().reshape(channels, height, width)
 
 
-def _walk_stencil(seeds: torch.Tensor, boundary: torch.Tensor, beta: float, radius: float, steps: int) -> torch.Tensor:
+def _walk_stencil(
+    seeds: torch.Tensor, boundary: torch.Tensor, beta: float, radius: float, steps: int
+) -> torch.Tensor:
     weights, _, offsets = neighbour_weights(boundary, beta=beta, radius=radius)
     height, width = boundary.shape
     margin = path_index(radius).radius_floor

@@ -63,7 +63,8 @@ def affinity_displacement_loss(
         )
     if tuple(label_map.shape) != (batch, height, width):
         raise InputError(
-            f"affinity_displacement_loss: label_map must be ({batch}, {height}, {width}), got {tuple(label_map.shape)}"
+            f"affinity_displacement_loss: label_map must be ({batch}, {height}, {width}), "
+            f"got {tuple(label_map.shape)}"
         )
     if not isinstance(label_map, torch.Tensor) or label_map.device != boundary_logits.device:
         raise InputError(

@@ -119,7 +119,8 @@ def clusters_reference(centroids: np.ndarray, displacement: np.ndarray, threshol
 def upsample_normalise_reference(walk: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """(C, h, w) walk → the reference's rw_up: ×4 bilinear, crop, / global max."""
     rw = walk.to(torch.float32).unsqueeze(1)  # (C, 1, h, w) as the reference's propagate_to_edge returns
-    rw_up = F.interpolate(rw, scale_factor=4, mode="bilinear", align_corners=False)[:, 0, : image_size[0], : image_size[1]]
+    rw_up = F.interpolate(rw, scale_factor=4, mode="bilinear", align_corners=False)
+    rw_up = rw_up[:, 0, : image_size[0], : image_size[1]]
     return rw_up / torch.max(rw_up)
 
 
@@ -130,7 +131,9 @@ def semantic_reference(walk: torch.Tensor, keys: np.ndarray, image_size: tuple[i
     return np.pad(keys + 1, (1, 0), mode="constant")[prediction]
 
 
-def instances_reference(walk: torch.Tensor, channel_classes: np.ndarray, image_size: tuple[int, int], bg: float = 0.25):
+def instances_reference(
+    walk: torch.Tensor, channel_classes: np.ndarray, image_size: tuple[int, int], bg: float = 0.25
+) -> list[tuple[int, float, np.ndarray]]:
     """The reference's instance post-processing + detect_instance: list of (class, score, mask)."""
     rw_up = upsample_normalise_reference(walk, image_size)
     rw_up_bg = F.pad(rw_up, (0, 0, 0, 0, 1, 0), value=bg)

@@ -80,3 +80,23 @@ def test_bad_inputs() -> None:
         boundary_to_affinity(torch.zeros(1, 5, 5, dtype=torch.int64), index)
     with pytest.raises(InputError):
         boundary_to_affinity(torch.zeros(1, 5, 5), index, region="middle")  # type: ignore[arg-type]
+
+
+def test_backward_keeps_no_gathered_path_tensor() -> None:
+    """What autograd saves is at most affinity-sized (the max's indices), never the Σ len gather."""
+    index = path_index(10)
+    boundary = torch.rand(2, 24, 30, requires_grad=True)
+    saved_sizes: list[int] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved_sizes.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        affinity = boundary_to_affinity(boundary, index, region="source_window")
+    affinity.sum().backward()
+    largest_group = max(group.count for group in index.groups)
+    window = affinity.shape[-2] * affinity.shape[-1]
+    assert saved_sizes and max(saved_sizes) <= 2 * largest_group * window
+    assert sum(saved_sizes) <= 2 * index.num_directions * window  # vs 2 · 2134 · window for the gather
+    assert boundary.grad is not None and torch.isfinite(boundary.grad).all()

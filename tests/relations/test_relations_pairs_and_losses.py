@@ -123,9 +123,12 @@ def test_loss_backward_and_empty_sets() -> None:
 def test_loss_bad_shapes() -> None:
     index = path_index(10)
     logits = torch.zeros(2, 1, 20, 24)
+    labels = torch.zeros(2, 20, 24, dtype=torch.uint8)
     with pytest.raises(InputError, match="displacement"):
-        affinity_displacement_loss(logits, torch.zeros(2, 2, 20, 23), torch.zeros(2, 20, 24, dtype=torch.uint8), index)
+        affinity_displacement_loss(logits, torch.zeros(2, 2, 20, 23), labels, index)
     with pytest.raises(InputError, match="label_map"):
-        affinity_displacement_loss(logits, torch.zeros(2, 2, 20, 24), torch.zeros(1, 20, 24, dtype=torch.uint8), index)
+        affinity_displacement_loss(logits, torch.zeros(2, 2, 20, 24), labels[:1], index)
+    with pytest.raises(InputError, match="label_map"):
+        affinity_displacement_loss(logits, torch.zeros(2, 2, 20, 24), labels.numpy(), index)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="boundary_logits"):
-        affinity_displacement_loss(torch.zeros(2, 20, 24), torch.zeros(2, 2, 20, 24), torch.zeros(2, 20, 24, dtype=torch.uint8), index)
+        affinity_displacement_loss(torch.zeros(2, 20, 24), torch.zeros(2, 2, 20, 24), labels, index)

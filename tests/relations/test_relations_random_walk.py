@@ -30,7 +30,9 @@ def _inputs(generator: np.random.Generator, height: int, width: int, channels: i
 
 
 @pytest.mark.parametrize(("height", "width", "channels", "beta", "radius", "exp_times"), CASES)
-def test_equals_dense_oracle_float64(height: int, width: int, channels: int, beta: float, radius: int, exp_times: int) -> None:
+def test_equals_dense_oracle_float64(
+    height: int, width: int, channels: int, beta: float, radius: int, exp_times: int
+) -> None:
     generator = np.random.default_rng(height * 100 + width)
     scores, boundary = _inputs(generator, height, width, channels)
     dense = propagate_dense(scores, boundary, beta=beta, radius=radius, exp_times=exp_times, dtype=torch.float64)
@@ -152,7 +154,10 @@ def test_bad_inputs(scores: object, boundary: object, message: str) -> None:
         propagate(scores, boundary)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("keywords", [dict(beta=0), dict(beta=float("nan")), dict(exp_times=-1), dict(exp_times=2.0), dict(radius=1), dict(method="dense")])
+@pytest.mark.parametrize(
+    "keywords",
+    [dict(beta=0), dict(beta=float("nan")), dict(exp_times=-1), dict(exp_times=2.0), dict(radius=1), dict(method="dense")],
+)
 def test_bad_parameters(keywords: dict) -> None:
     with pytest.raises(InputError):
         propagate(np.zeros((1, 5, 6)), np.zeros((5, 6)), **keywords)
