@@ -132,3 +132,30 @@ def test_loss_bad_shapes() -> None:
         affinity_displacement_loss(logits, torch.zeros(2, 2, 20, 24), labels.numpy(), index)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="boundary_logits"):
         affinity_displacement_loss(torch.zeros(2, 20, 24), torch.zeros(2, 2, 20, 24), labels, index)
+
+
+def test_count_reducer_sets_the_denominators() -> None:
+    """A reducer that doubles the counts (two identical data-parallel processes) doubles every denominator."""
+    torch.manual_seed(0)
+    index = path_index(10)
+    logits = torch.randn(2, 1, 20, 24, dtype=torch.float64)
+    displacement = torch.randn(2, 2, 20, 24, dtype=torch.float64)
+    labels = torch.from_numpy(_random_labels(np.random.default_rng(1), (2, 7, 8))[:, :20, :24].copy())
+    local = affinity_displacement_loss(logits, displacement, labels, index)
+    seen: list[torch.Tensor] = []
+
+    def double(counts: torch.Tensor) -> torch.Tensor:
+        seen.append(counts)
+        return counts * 2
+
+    reduced = affinity_displacement_loss(logits, displacement, labels, index, count_reducer=double)
+    masks = pair_labels(labels, index)
+    counts = [float(mask.sum()) for mask in masks]
+    np.testing.assert_array_equal(seen[0].numpy(), counts)
+    assert not seen[0].requires_grad
+    for key, count, factor in [("pos_bg", counts[0], 1), ("pos_fg", counts[1], 1), ("neg", counts[2], 1),
+                               ("displacement_fg", counts[1], 2), ("displacement_bg", counts[0], 2)]:
+        expected = local[key].item() * (factor * count + 1e-5) / (2 * factor * count + 1e-5)
+        assert reduced[key].item() == pytest.approx(expected, rel=1e-12), key
+    with pytest.raises(InputError, match="count_reducer"):
+        affinity_displacement_loss(logits, displacement, labels, index, count_reducer=lambda counts: counts.sum())
