@@ -88,8 +88,9 @@ ID_DIGITS: int = 6
 SPLITS: tuple[str, ...] = ("train", "val", "trainval")
 
 _CLASS_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
-_PLACEMENT_ATTEMPTS = 40
+_PLACEMENT_ATTEMPTS = 24
 _TOUCH_DIRECTIONS = 12
+_FREE_POSITIONS = 24
 _COLOUR_ATTEMPTS = 24
 
 
@@ -407,8 +408,9 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 class _Sprite:
     """A shape rendered in its own small frame, pasted at ``offset`` = (y, x) of its top-left pixel.
 
-    mask / head: (h, w) bool; colour: (h, w, 3) float RGB; anchor = (y, x) of the body centre in
-    the sprite frame.
+    mask / head: (h, w) bool (object, head disk); colour: (h, w, 2) float, first the body-aligned
+    (u, v) coordinates, after :func:`_decorate` the (shading factor, ink) field; anchor = (y, x) of the
+    body centre in the sprite frame.
     """
 
     mask: np.ndarray
@@ -418,6 +420,8 @@ class _Sprite:
     offset: tuple[int, int] = (0, 0)
     class_index: int = -1
     body_colour: np.ndarray | None = None
+    semi_major: float = 1.0
+    head_radius: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -460,7 +464,7 @@ def _body_field(rng: np.random.Generator, semi_major: float, semi_minor: float, 
     exponent = rng.uniform(2.0, 3.2)
     wobble = rng.uniform(-0.06, 0.06, size=2)
     phases = rng.uniform(0.0, 2.0 * math.pi, size=2)
-    grid_y, grid_x = np.mgrid[-radius : radius + 1, -radius : radius + 1].astype(np.float64)
+    grid_y, grid_x = np.mgrid[-radius : radius + 1, -radius : radius + 1].astype(np.float32)
     cosine, sine = math.cos(angle), math.sin(angle)
     u = grid_x * cosine + grid_y * sine
     v = -grid_x * sine + grid_y * cosine
@@ -478,7 +482,7 @@ def _head_disk(u: np.ndarray, v: np.ndarray, semi_major: float, head_radius: flo
 def _head_radius(body: np.ndarray, u: np.ndarray, v: np.ndarray, semi_major: float, semi_minor: float, fraction: float) -> float:
     """Bisect the head radius so that the head disk covers ``fraction`` of body ∪ head (as rasterised)."""
     low, high = 0.25 * semi_minor, 1.3 * semi_minor
-    for _ in range(14):
+    for _ in range(11):
         middle = 0.5 * (low + high)
         head = _head_disk(u, v, semi_major, middle)
         share = np.count_nonzero(head) / max(np.count_nonzero(head | body), 1)
@@ -528,38 +532,55 @@ def _texture(name: str, rng: np.random.Generator, y: np.ndarray, x: np.ndarray, 
 def _make_object(
     rng: np.random.Generator, config: SyntheticConfig, short_side: int, class_index: int | None, size_scale: float = 1.0
 ) -> _Sprite:
-    """Render one object (class_index set: body + textured head) or one head-less distractor (None).
+    """The shape of one object (class_index set: body + head disk) or one head-less distractor (None).
 
-    The colour is filled in later (:func:`_paint`), once the position and so the background are known;
-    here ``colour`` holds the shading factor field (h, w, 1) and ``head`` the texture's ink mask ∩ head.
+    Only the geometry is drawn here; :func:`_decorate` adds shading and the head texture once the
+    sprite has found a place (failed placements cost no texture work).
     """
     length = rng.uniform(*config.object_size_range) * short_side * size_scale
     semi_major = 0.5 * length
     semi_minor = semi_major / rng.uniform(*config.aspect_ratio_range)
-    radius = int(math.ceil(semi_major * 1.2 + 0.7 * semi_minor)) + 2
+    # The body reaches 1.12 semi-major axes at most, the head's tip a + 0.65 b (head radius <= 1.3 b).
+    radius = int(math.ceil(max(1.13 * semi_major, semi_major + 0.66 * semi_minor))) + 2
     body, u, v = _body_field(rng, semi_major, semi_minor, radius)
+    head_radius = 0.0
     if class_index is None:
         mask = body
         head = np.zeros_like(body)
-        ink = np.zeros_like(body)
     else:
         fraction = rng.uniform(*config.head_fraction_range)
         head_radius = _head_radius(body, u, v, semi_major, semi_minor, fraction)
         head = _head_disk(u, v, semi_major, head_radius)
         mask = body | head
-        ink = _texture(HEAD_TEXTURES[class_index], rng, v, u - (semi_major - 0.5 * head_radius), head_radius) & head
-    light = rng.uniform(0.0, 2.0 * math.pi)
-    shade = 1.0 + rng.uniform(0.0, 0.15) * (u * math.cos(light) + v * math.sin(light)) / semi_major
     rows = np.flatnonzero(mask.any(axis=1))
     columns = np.flatnonzero(mask.any(axis=0))
     crop = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
     return _Sprite(
         mask=mask[crop],
         head=head[crop],
-        colour=np.stack([shade[crop], ink[crop].astype(np.float64)], axis=-1),
+        colour=np.stack([u[crop], v[crop]], axis=-1),
         anchor=(radius - int(rows[0]), radius - int(columns[0])),
         class_index=-1 if class_index is None else class_index,
+        semi_major=semi_major,
+        head_radius=head_radius,
     )
+
+
+def _decorate(rng: np.random.Generator, sprite: _Sprite) -> None:
+    """Replace a placed object's (u, v) field by its (shading factor, ink) field (h, w, 2), in place.
+
+    Shading: a linear light gradient of up to ±15 % across the body; ink: the class texture ∩ head.
+    """
+    u, v = sprite.colour[..., 0], sprite.colour[..., 1]
+    light = rng.uniform(0.0, 2.0 * math.pi)
+    shade = 1.0 + rng.uniform(0.0, 0.15) * (u * math.cos(light) + v * math.sin(light)) / sprite.semi_major
+    if sprite.class_index < 0:
+        ink = np.zeros_like(shade)
+    else:
+        head_centre = sprite.semi_major - 0.5 * sprite.head_radius
+        texture = _texture(HEAD_TEXTURES[sprite.class_index], rng, v, u - head_centre, sprite.head_radius)
+        ink = (texture & sprite.head).astype(np.float64)
+    sprite.colour = np.stack([shade, ink], axis=-1)
 
 
 def _speck(rng: np.random.Generator) -> _Sprite:
@@ -586,6 +607,12 @@ def _speck(rng: np.random.Generator) -> _Sprite:
 # --------------------------------------------------------------------------- painting
 
 
+def _linear_upsampling(size: int, cells: int) -> np.ndarray:
+    """(size, cells) weights of linear interpolation from ``cells`` samples spanning ``size`` pixels."""
+    position = np.linspace(0.0, cells - 1.0, size)
+    return np.maximum(0.0, 1.0 - np.abs(position[:, None] - np.arange(cells)[None, :]))
+
+
 def _background(rng: np.random.Generator, height: int, width: int, strength: float) -> np.ndarray:
     """A textured background: (H, W, 3) float RGB = base colour + gradient + blotches + faint stripes."""
     base = _hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.35), rng.uniform(0.25, 0.85))
@@ -593,9 +620,10 @@ def _background(rng: np.random.Generator, height: int, width: int, strength: flo
     direction = rng.uniform(0.0, 2.0 * math.pi)
     ramp = (grid_x * math.cos(direction) + grid_y * math.sin(direction)) / max(height, width)
     image = base + strength * ramp[..., None] * rng.uniform(-35.0, 35.0, size=3)
-    cells = rng.normal(0.0, 1.0, size=(height // 24 + 2, width // 24 + 2, 3))
-    blotches = ndimage.zoom(cells, (height / cells.shape[0], width / cells.shape[1], 1), order=1, mode="nearest")
-    image = image + strength * rng.uniform(4.0, 12.0) * blotches[:height, :width]
+    cells = rng.normal(0.0, 1.0, size=(3, height // 24 + 2, width // 24 + 2))
+    rows, columns = _linear_upsampling(height, cells.shape[1]), _linear_upsampling(width, cells.shape[2])
+    blotches = np.stack([rows @ channel @ columns.T for channel in cells], axis=-1)
+    image = image + strength * rng.uniform(4.0, 12.0) * blotches
     if rng.random() < 0.7:
         period = rng.uniform(8.0, 28.0)
         angle = rng.uniform(0.0, math.pi)
@@ -693,7 +721,7 @@ def _free_offset(
     if sprite.shape[0] > canvas[0] or sprite.shape[1] > canvas[1]:
         return None
     grown, shift = _dilate(sprite.mask, gap)
-    for _ in range(8):
+    for _ in range(_FREE_POSITIONS):
         offset = (int(rng.integers(0, canvas[0] - sprite.shape[0] + 1)), int(rng.integers(0, canvas[1] - sprite.shape[1] + 1)))
         grown_offset = (offset[0] + shift[0], offset[1] + shift[1])
         if all(_overlap(grown, grown_offset, other.mask, other.offset) == 0 for other in placed):
@@ -807,6 +835,7 @@ def render_image(config: SyntheticConfig, index: int) -> SyntheticSample:
             int(rng.integers(-sprite.shape[0] // 3, height - 2 * sprite.shape[0] // 3 + 1)),
             int(rng.integers(-sprite.shape[1] // 3, width - 2 * sprite.shape[1] // 3 + 1)),
         )
+        _decorate(rng, sprite)
         colour = _pick_colour(rng, _mean_under(image, sprite), [], config)
         _paint(image, sprite, colour, None, config.outline_strength)
     for _ in range(int(rng.integers(config.speck_count_range[0], config.speck_count_range[1] + 1))):
@@ -819,7 +848,7 @@ def render_image(config: SyntheticConfig, index: int) -> SyntheticSample:
     placed: list[_Sprite] = []
     for number in range(wanted):
         for attempt in range(_PLACEMENT_ATTEMPTS):
-            shrink = 1.0 - 0.5 * attempt / _PLACEMENT_ATTEMPTS  # crowded images get smaller objects
+            shrink = max(0.5, 0.95**attempt)  # crowded images get smaller objects
             touch = bool(placed) and rng.random() < config.touch_probability
             partner = placed[int(rng.integers(len(placed)))] if touch else None
             class_index = partner.class_index if partner is not None else int(rng.integers(config.num_classes))
@@ -831,6 +860,7 @@ def render_image(config: SyntheticConfig, index: int) -> SyntheticSample:
             if offset is None:
                 continue
             sprite.offset = offset
+            _decorate(rng, sprite)
             ink = _ink_colour(rng, class_index, config)
             avoid = [] if ink is None else [(ink, config.min_ink_contrast)]
             if partner is not None and partner.body_colour is not None:
