@@ -17,6 +17,12 @@ stencil of shifted slices. Mathematically identical to the reference; only the r
 differs, and by default the walk runs in float64 so that its error against an exact evaluation
 is far below the float32 reference's own. :func:`propagate_dense` is the literal reference
 formulation, kept as a test oracle for small maps.
+
+Threads: the walk is 256 short sparse products, each ending in an OpenMP barrier when torch uses
+several intra-op threads. On an idle CPU two threads are ~1.8× faster than one; on cores busy
+with other processes a barrier waits for a descheduled thread and the walk was measured 20–30×
+slower than with one thread. Processes that share cores should run with
+``torch.set_num_threads(1)`` (the per-shard steps take the thread count from the config).
 """
 
 from __future__ import annotations
