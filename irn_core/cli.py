@@ -21,7 +21,11 @@ logger = logging.getLogger("irn_core.cli")
 
 
 def _config(arguments: argparse.Namespace) -> RunConfig:
-    return load_config(arguments.config)
+    config = load_config(arguments.config)
+    threads = getattr(arguments, "threads", None)
+    if threads:
+        config = config.model_copy(update={"compute": config.compute.model_copy(update={"threads": threads})})
+    return config
 
 
 def _write_metrics(path: Path, metrics: dict[str, float]) -> None:
@@ -158,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                              default=[], help="config YAML file(s), merged left to right")
         if shard:
             command.add_argument("--shard", type=int, required=True, help="shard index (0-based)")
+        command.add_argument("--threads", type=int, help="CPU threads (overrides compute.threads)")
         command.set_defaults(function=function)
         return command
 

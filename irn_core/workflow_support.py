@@ -38,7 +38,7 @@ class WorkflowContext:
             launcher = f"{python} -m torch.distributed.run --standalone --nproc_per_node {processes} -m irn_core.cli"
         else:
             launcher = f"{python} -m irn_core.cli"
-        return f"{launcher} {step} --config {shlex.quote(str(self.config_path))}"
+        return f"{launcher} {step} --config {shlex.quote(str(self.config_path))} --threads {{threads}}"
 
     def training_resources(self, processes: int) -> dict[str, int]:
         gpus = self.run.compute.training_gpus

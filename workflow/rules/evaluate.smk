@@ -22,10 +22,11 @@ for _name, (_step, _product) in EVALUATIONS.items():
         params:
             stage=W.stage("evaluate") + W.stage("eval_cam"),
             prefix=W.path("evaluation", _name),
+            step=_step,  # shell commands are evaluated at run time: take loop values through params
         log:
             W.path("logs", f"evaluate_{_name}.log"),
         shell:
-            W.irn(_step) + " --inputs {input.shards} --out-prefix {params.prefix} > {log} 2>&1"
+            W.irn("{params.step}") + " --inputs {input.shards} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule summary:

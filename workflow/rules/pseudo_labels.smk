@@ -9,7 +9,7 @@ rule pseudo_labels:
         instances=W.path("instances", "shard-{shard}.h5"),
     params:
         stage=W.stage("pseudo_labels"),
-    threads: RUN.compute.threads
+    threads: 1  # 256 small sparse products per image: one thread per shard beats threads per product
     resources:
         **W.inference_resources(),
     log:
