@@ -122,8 +122,9 @@ class SyntheticConfig(BaseModel):
         (192, 256), description="Range of image height and of image width in pixels (each drawn independently)."
     )
     objects_per_image: tuple[int, int] = Field(
-        (1, 5), description="Range of the number of instances per image (an instance that cannot be placed is dropped, "
-        "never the first)."
+        (1, 5),
+        description="Range of the number of instances per image (an instance that finds no place in 24 tries at "
+        "shrinking sizes is dropped; an image that cannot hold even one raises DatasetError).",
     )
     touch_probability: float = Field(
         0.5,
@@ -200,7 +201,7 @@ class SyntheticConfig(BaseModel):
         0.3,
         ge=0.0,
         le=1.0,
-        description="Darkening of the 1-pixel rim of every body, head and distractor (0 = no rim).",
+        description="Darkening of the 1-pixel rim of every object's and distractor's silhouette (0 = no rim).",
     )
     noise_std: float = Field(
         3.0, ge=0.0, le=50.0, description="Standard deviation of the per-pixel Gaussian noise over the whole image."
@@ -387,10 +388,17 @@ def _hsv_to_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
     """One HSV colour (components in [0, 1]) as an RGB float (3,) in [0, 255]."""
     sector = int(hue * 6.0) % 6
     fraction = hue * 6.0 - math.floor(hue * 6.0)
-    p = value * (1.0 - saturation)
-    q = value * (1.0 - saturation * fraction)
-    t = value * (1.0 - saturation * (1.0 - fraction))
-    rgb = [(value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q)][sector]
+    low = value * (1.0 - saturation)
+    falling = value * (1.0 - saturation * fraction)
+    rising = value * (1.0 - saturation * (1.0 - fraction))
+    rgb = [
+        (value, rising, low),
+        (falling, value, low),
+        (low, value, rising),
+        (low, falling, value),
+        (rising, low, value),
+        (value, low, falling),
+    ][sector]
     return np.array(rgb, dtype=np.float64) * 255.0
 
 
@@ -408,14 +416,14 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 class _Sprite:
     """A shape rendered in its own small frame, pasted at ``offset`` = (y, x) of its top-left pixel.
 
-    mask / head: (h, w) bool (object, head disk); colour: (h, w, 2) float, first the body-aligned
+    mask / head: (h, w) bool (object, head disk); field: (h, w, 2) float, first the body-aligned
     (u, v) coordinates, after :func:`_decorate` the (shading factor, ink) field; anchor = (y, x) of the
     body centre in the sprite frame.
     """
 
     mask: np.ndarray
     head: np.ndarray
-    colour: np.ndarray
+    field: np.ndarray
     anchor: tuple[int, int]
     offset: tuple[int, int] = (0, 0)
     class_index: int = -1
@@ -447,9 +455,9 @@ def _overlap(first: np.ndarray, first_offset: tuple[int, int], second: np.ndarra
     x1 = min(first_offset[1] + first.shape[1], second_offset[1] + second.shape[1])
     if y0 >= y1 or x0 >= x1:
         return 0
-    a = first[y0 - first_offset[0] : y1 - first_offset[0], x0 - first_offset[1] : x1 - first_offset[1]]
-    b = second[y0 - second_offset[0] : y1 - second_offset[0], x0 - second_offset[1] : x1 - second_offset[1]]
-    return int(np.count_nonzero(a & b))
+    first_part = first[y0 - first_offset[0] : y1 - first_offset[0], x0 - first_offset[1] : x1 - first_offset[1]]
+    second_part = second[y0 - second_offset[0] : y1 - second_offset[0], x0 - second_offset[1] : x1 - second_offset[1]]
+    return int(np.count_nonzero(first_part & second_part))
 
 
 # --------------------------------------------------------------------------- shapes
@@ -558,7 +566,7 @@ def _make_object(
     return _Sprite(
         mask=mask[crop],
         head=head[crop],
-        colour=np.stack([u[crop], v[crop]], axis=-1),
+        field=np.stack([u[crop], v[crop]], axis=-1),
         anchor=(radius - int(rows[0]), radius - int(columns[0])),
         class_index=-1 if class_index is None else class_index,
         semi_major=semi_major,
@@ -571,7 +579,7 @@ def _decorate(rng: np.random.Generator, sprite: _Sprite) -> None:
 
     Shading: a linear light gradient of up to ±15 % across the body; ink: the class texture ∩ head.
     """
-    u, v = sprite.colour[..., 0], sprite.colour[..., 1]
+    u, v = sprite.field[..., 0], sprite.field[..., 1]
     light = rng.uniform(0.0, 2.0 * math.pi)
     shade = 1.0 + rng.uniform(0.0, 0.15) * (u * math.cos(light) + v * math.sin(light)) / sprite.semi_major
     if sprite.class_index < 0:
@@ -580,7 +588,7 @@ def _decorate(rng: np.random.Generator, sprite: _Sprite) -> None:
         head_centre = sprite.semi_major - 0.5 * sprite.head_radius
         texture = _texture(HEAD_TEXTURES[sprite.class_index], rng, v, u - head_centre, sprite.head_radius)
         ink = (texture & sprite.head).astype(np.float64)
-    sprite.colour = np.stack([shade, ink], axis=-1)
+    sprite.field = np.stack([shade, ink], axis=-1)
 
 
 def _speck(rng: np.random.Generator) -> _Sprite:
@@ -601,16 +609,18 @@ def _speck(rng: np.random.Generator) -> _Sprite:
             mask &= grid_x * math.cos(theta) + grid_y * math.sin(theta) <= 0.35 * size
     else:
         mask = u**2 + v**2 <= (0.5 * size) ** 2
-    return _Sprite(mask=mask, head=np.zeros_like(mask), colour=np.ones(mask.shape + (2,)), anchor=(radius, radius))
+    field = np.stack([np.ones(mask.shape), np.zeros(mask.shape)], axis=-1)  # shading 1, no ink
+    return _Sprite(mask=mask, head=np.zeros_like(mask), field=field, anchor=(radius, radius))
 
 
 # --------------------------------------------------------------------------- painting
 
 
-def _linear_upsampling(size: int, cells: int) -> np.ndarray:
-    """(size, cells) weights of linear interpolation from ``cells`` samples spanning ``size`` pixels."""
-    position = np.linspace(0.0, cells - 1.0, size)
-    return np.maximum(0.0, 1.0 - np.abs(position[:, None] - np.arange(cells)[None, :]))
+def _upsample(cells: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear upsampling of a small (h, w) float grid to (height, width) with Pillow (no BLAS, so the
+    result does not depend on thread counts)."""
+    image = Image.fromarray(cells.astype(np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float64)
 
 
 def _background(rng: np.random.Generator, height: int, width: int, strength: float) -> np.ndarray:
@@ -621,8 +631,7 @@ def _background(rng: np.random.Generator, height: int, width: int, strength: flo
     ramp = (grid_x * math.cos(direction) + grid_y * math.sin(direction)) / max(height, width)
     image = base + strength * ramp[..., None] * rng.uniform(-35.0, 35.0, size=3)
     cells = rng.normal(0.0, 1.0, size=(3, height // 24 + 2, width // 24 + 2))
-    rows, columns = _linear_upsampling(height, cells.shape[1]), _linear_upsampling(width, cells.shape[2])
-    blotches = np.stack([rows @ channel @ columns.T for channel in cells], axis=-1)
+    blotches = np.stack([_upsample(channel, height, width) for channel in cells], axis=-1)
     image = image + strength * rng.uniform(4.0, 12.0) * blotches
     if rng.random() < 0.7:
         period = rng.uniform(8.0, 28.0)
@@ -674,10 +683,10 @@ def _paint(image: np.ndarray, sprite: _Sprite, body_colour: np.ndarray, ink: np.
     if window is None:
         return
     canvas_y, canvas_x, sprite_y, sprite_x = window
-    shade = sprite.colour[..., 0]
+    shade = sprite.field[..., 0]
     colour = shade[..., None] * body_colour
     if ink is not None:
-        ink_mask = sprite.colour[..., 1] > 0.5
+        ink_mask = sprite.field[..., 1] > 0.5
         colour = np.where(ink_mask[..., None], ink, colour)
     rim = sprite.mask & ~_erode(sprite.mask)
     colour = np.where(rim[..., None], colour * (1.0 - outline), colour)
@@ -1038,6 +1047,13 @@ def _is_complete(root: Path, config: SyntheticConfig) -> bool:
     return all(path.is_file() for path in required)
 
 
+def _make_readable(root: Path) -> None:
+    """Give the dataset ordinary permissions (files 644, folders 755): temporary files start as 600."""
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def generate(config: SyntheticConfig, out_dir: str | os.PathLike[str], *, progress: bool = True) -> Path:
     """Write the whole dataset to ``out_dir`` and return it.
 
@@ -1058,7 +1074,6 @@ def generate(config: SyntheticConfig, out_dir: str | os.PathLike[str], *, progre
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".building", dir=out_dir.parent))
     try:
-        building.chmod(0o755)
         indices = range(config.num_images)
         if progress:
             from tqdm import tqdm
@@ -1067,6 +1082,7 @@ def generate(config: SyntheticConfig, out_dir: str | os.PathLike[str], *, progre
         for index in indices:
             write_sample(building, render_image(config, index), config)
         write_metadata(building, config)
+        _make_readable(building)
         if out_dir.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
             os.replace(out_dir, retired / out_dir.name)
