@@ -214,7 +214,9 @@ class SyntheticConfig(BaseModel):
         "different instance labels (background included) in both segmentation PNGs; even, half on each side; "
         "0 disables it.",
     )
-    jpeg_quality: int = Field(95, ge=50, le=100, description="JPEG quality of JPEGImages (4:4:4 chroma, no subsampling).")
+    jpeg_quality: int = Field(
+        95, ge=50, le=100, description="JPEG quality of JPEGImages (4:4:4 chroma, no subsampling)."
+    )
     write_part_masks: bool = Field(
         True, description="Also write SegmentationPart/<id>.png (0 background, 1 body, 2 head) for part analyses."
     )
@@ -436,7 +438,9 @@ class _Sprite:
         return self.mask.shape  # type: ignore[return-value]
 
 
-def _window(offset: tuple[int, int], shape: tuple[int, int], canvas: tuple[int, int]) -> tuple[slice, slice, slice, slice] | None:
+def _window(
+    offset: tuple[int, int], shape: tuple[int, int], canvas: tuple[int, int]
+) -> tuple[slice, slice, slice, slice] | None:
     """Overlapping slices (canvas y, canvas x, sprite y, sprite x) of a sprite at ``offset`` on a canvas."""
     y0, x0 = offset
     height, width = shape
@@ -447,7 +451,9 @@ def _window(offset: tuple[int, int], shape: tuple[int, int], canvas: tuple[int, 
     return slice(cy0, cy1), slice(cx0, cx1), slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0)
 
 
-def _overlap(first: np.ndarray, first_offset: tuple[int, int], second: np.ndarray, second_offset: tuple[int, int]) -> int:
+def _overlap(
+    first: np.ndarray, first_offset: tuple[int, int], second: np.ndarray, second_offset: tuple[int, int]
+) -> int:
     """Number of pixels where two placed (h, w) bool masks are both set."""
     y0 = max(first_offset[0], second_offset[0])
     x0 = max(first_offset[1], second_offset[1])
@@ -463,7 +469,9 @@ def _overlap(first: np.ndarray, first_offset: tuple[int, int], second: np.ndarra
 # --------------------------------------------------------------------------- shapes
 
 
-def _body_field(rng: np.random.Generator, semi_major: float, semi_minor: float, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _body_field(
+    rng: np.random.Generator, semi_major: float, semi_minor: float, radius: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A rotated, wobbly super-ellipse on a (2r+1)² grid centred on the body centre.
 
     Returns (body mask (n, n) bool, u, v): u, v are the body-aligned coordinates (long axis u).
@@ -487,7 +495,9 @@ def _head_disk(u: np.ndarray, v: np.ndarray, semi_major: float, head_radius: flo
     return (u - (semi_major - 0.5 * head_radius)) ** 2 + v**2 <= head_radius**2
 
 
-def _head_radius(body: np.ndarray, u: np.ndarray, v: np.ndarray, semi_major: float, semi_minor: float, fraction: float) -> float:
+def _head_radius(
+    body: np.ndarray, u: np.ndarray, v: np.ndarray, semi_major: float, semi_minor: float, fraction: float
+) -> float:
     """Bisect the head radius so that the head disk covers ``fraction`` of body ∪ head (as rasterised)."""
     low, high = 0.25 * semi_minor, 1.3 * semi_minor
     for _ in range(11):
@@ -711,7 +721,10 @@ def _mean_under(image: np.ndarray, sprite: _Sprite) -> np.ndarray:
 
 
 def _inside(sprite: _Sprite, offset: tuple[int, int], canvas: tuple[int, int]) -> bool:
-    return offset[0] >= 0 and offset[1] >= 0 and offset[0] + sprite.shape[0] <= canvas[0] and offset[1] + sprite.shape[1] <= canvas[1]
+    return (
+        0 <= offset[0] <= canvas[0] - sprite.shape[0]
+        and 0 <= offset[1] <= canvas[1] - sprite.shape[1]
+    )
 
 
 def _dilate(mask: np.ndarray, pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -731,7 +744,10 @@ def _free_offset(
         return None
     grown, shift = _dilate(sprite.mask, gap)
     for _ in range(_FREE_POSITIONS):
-        offset = (int(rng.integers(0, canvas[0] - sprite.shape[0] + 1)), int(rng.integers(0, canvas[1] - sprite.shape[1] + 1)))
+        offset = (
+            int(rng.integers(0, canvas[0] - sprite.shape[0] + 1)),
+            int(rng.integers(0, canvas[1] - sprite.shape[1] + 1)),
+        )
         grown_offset = (offset[0] + shift[0], offset[1] + shift[1])
         if all(_overlap(grown, grown_offset, other.mask, other.offset) == 0 for other in placed):
             return offset
@@ -1039,11 +1055,18 @@ def _is_complete(root: Path, config: SyntheticConfig) -> bool:
             return False
     except DatasetError:
         return False
-    folders = [("JPEGImages", "jpg"), ("SegmentationClass", "png"), ("SegmentationObject", "png"), ("Annotations", "xml")]
+    folders = [
+        ("JPEGImages", "jpg"),
+        ("SegmentationClass", "png"),
+        ("SegmentationObject", "png"),
+        ("Annotations", "xml"),
+    ]
     if config.write_part_masks:
         folders.append(("SegmentationPart", "png"))
     required = [root / "classes.txt"] + [root / "ImageSets" / "Segmentation" / f"{name}.txt" for name in SPLITS]
-    required += [root / folder / f"{identifier}.{suffix}" for identifier in image_ids(config) for folder, suffix in folders]
+    required += [
+        root / folder / f"{identifier}.{suffix}" for identifier in image_ids(config) for folder, suffix in folders
+    ]
     return all(path.is_file() for path in required)
 
 

@@ -158,7 +158,8 @@ def test_layout_files_are_voc_formatted(small_dataset: Path) -> None:
             ys, xs = np.nonzero(plain.instance_mask == number)
             assert box == [xs.min() + 1, ys.min() + 1, xs.max() + 1, ys.max() + 1]
             ys, xs = np.nonzero(inside)
-            assert box[0] <= xs.min() + 1 and xs.max() + 1 <= box[2] and box[1] <= ys.min() + 1 and ys.max() + 1 <= box[3]
+            assert box[0] <= xs.min() + 1 and xs.max() + 1 <= box[2]
+            assert box[1] <= ys.min() + 1 and ys.max() + 1 <= box[3]
 
 
 def test_voc_reader_reads_the_layout(small_dataset: Path) -> None:
