@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,24 @@ def run_evaluate_semantic(config: RunConfig, semantic_paths: Sequence[Path], out
     return _semantic_evaluation(config, predictions, output_prefix, "semantic pseudo labels")
 
 
+class _StoredInstances(Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """Instance predictions read from the store one image at a time (for COCO AP over many images)."""
+
+    def __init__(self, store: ShardedStore, image_ids: Sequence[str]) -> None:
+        self.store = store
+        self.image_ids = list(image_ids)
+
+    def __getitem__(self, image_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        stored = self.store.read(image_id, ["masks_s1", "class_ids", "scores"])
+        return stored["masks_s1"], stored["class_ids"], stored["scores"]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.image_ids)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
 def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
     """VOC mask AP at the configured IoU thresholds and mAP^r_vol (0.1 ... 0.9) on the inference images."""
     dataset = open_run_dataset(config)
@@ -93,6 +111,10 @@ def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], ou
     evaluation.write_table(table, output_prefix)
     summary = {f"mAP@{threshold:g}": float(results[threshold][1]) for threshold in config.evaluation.iou_thresholds}
     summary["mAP_vol"] = float(evaluation.map_r_vol(results))
+    if config.dataset.kind == "coco":
+        with ShardedStore(instance_paths, product="instances") as store:
+            coco = evaluation.coco_mask_ap(_StoredInstances(store, _infer_ids(config)), dataset.coco)
+        summary.update({f"COCO {name}": value for name, value in coco.items()})
     logger.info("instance pseudo labels: %s", ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
     return summary
 

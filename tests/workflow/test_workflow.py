@@ -167,3 +167,26 @@ def test_a_run_from_scratch_gives_identical_datasets(finished_run: tuple[Path, P
             assert a.keys() == b.keys()
             for name in a:
                 np.testing.assert_array_equal(a[name], b[name], err_msg=f"{product}/{first_file.name}/{name}")
+
+
+@pytest.mark.slow
+def test_exported_reference_cams_import_back_identically(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    workdir, config = finished_run
+    run = workdir / "results" / "tiny"
+    resolved = run / "config.yaml"
+    npy_dir = tmp_path / "npy"
+    base = [sys.executable, "-m", "irn_core.cli"]
+    cams = sorted(str(path) for path in (run / "cam").glob("*.h5"))
+    subprocess.run([*base, "export-cams", "--cams", *cams, "--out-dir", str(npy_dir)], check=True, cwd=workdir)
+    assert len(list(npy_dir.glob("*.npy"))) == 10
+    imported = tmp_path / "imported.h5"
+    subprocess.run(
+        [*base, "import-cams", "--config", str(resolved), "--shard", "0", "--npy-dir", str(npy_dir),
+         "--out", str(imported)],
+        check=True, cwd=workdir,
+    )
+    original = datasets_of(run / "cam" / "shard-00000.h5")
+    again = datasets_of(imported)
+    assert original.keys() == again.keys()
+    for name in original:
+        np.testing.assert_array_equal(original[name], again[name], err_msg=name)
