@@ -12,22 +12,20 @@ depends only on (seed, epoch, sample index), so one process and several give the
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from irn_core.data.registry import SegmentationDataset
 from irn_core.data.transforms import hwc_to_chw, normalize, random_crop, random_lr_flip, random_resize_long
 from irn_core.engine.distributed import DistributedContext
-from irn_core.engine.optim import PolySGD
 from irn_core.engine.runtime import sample_rng
-from irn_core.engine.training import make_loader, wrap_data_parallel
+from irn_core.engine.training import TrainingRecord, train_loop
 from irn_core.models.backbones import build_backbone
 from irn_core.models.cam import CAMNet
 
@@ -103,16 +101,6 @@ class CAMTrainSettings:
     """Stop after this many steps (tests); None: the full schedule."""
 
 
-@dataclass
-class TrainingRecord:
-    """Per-step losses and timings, saved in the checkpoint."""
-
-    steps: int = 0
-    losses: list[float] = field(default_factory=list)
-    images_per_second: float = 0.0
-    seconds: float = 0.0
-
-
 def build_cam_network(settings: CAMTrainSettings, num_classes: int) -> CAMNet:
     backbone = build_backbone(settings.backbone, weights=settings.weights, frozen_batchnorm=settings.frozen_batchnorm)
     return CAMNet(backbone, num_classes, frozen_stages=settings.frozen_stages)
@@ -132,51 +120,11 @@ def train_cam(
     training_set = CAMTrainingDataset(
         dataset, image_ids, crop_size=settings.crop_size, resize_long=settings.resize_long, seed=settings.seed
     )
-    loader, sampler = make_loader(
-        training_set, settings.batch_size, num_workers=settings.num_workers, seed=settings.seed, context=context
+
+    def loss_step(network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"total": F.multilabel_soft_margin_loss(network(batch["image"]), batch["label"])}
+
+    record = train_loop(
+        model, training_set, model.parameter_groups(), loss_step, settings, device=device, context=context, name="cam"
     )
-    steps_per_epoch = len(image_ids) // settings.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(image_ids)} training images are fewer than one batch of {settings.batch_size}")
-    max_step = steps_per_epoch * settings.epochs
-    backbone_parameters, classifier_parameters = model.parameter_groups()
-    optimizer = PolySGD(
-        [(backbone_parameters, 1.0), (classifier_parameters, settings.head_lr_multiplier)],
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        momentum=settings.momentum,
-        max_step=max_step,
-        power=settings.poly_power,
-    )
-    network = wrap_data_parallel(model, device, context)
-    record = TrainingRecord()
-    started = time.perf_counter()
-    images = 0
-    model.train()
-    for epoch in range(settings.epochs):
-        training_set.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        for batch in loader:
-            if record.steps >= max_step or (settings.max_steps is not None and record.steps >= settings.max_steps):
-                break
-            image = batch["image"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            logits = network(image)
-            loss = F.multilabel_soft_margin_loss(logits, label)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            record.steps += 1
-            record.losses.append(float(loss.detach()))
-            images += image.shape[0] * context.world_size
-            if context.is_main and (record.steps % settings.log_every == 0 or record.steps == max_step):
-                elapsed = time.perf_counter() - started
-                logger.info(
-                    "cam step %d/%d epoch %d loss %.4f lr %.5f %.1f images/s",
-                    record.steps, max_step, epoch, float(np.mean(record.losses[-settings.log_every:])),
-                    optimizer.param_groups[0]["lr"], images / max(elapsed, 1e-9),
-                )
-    record.seconds = time.perf_counter() - started
-    record.images_per_second = images / max(record.seconds, 1e-9)
-    model.eval()
     return model, record

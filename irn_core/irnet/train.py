@@ -17,7 +17,6 @@ zero-padded images of the inference list (batch means averaged, padding included
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from irn_core.cam.train import TrainingRecord
 from irn_core.data.registry import SegmentationDataset
 from irn_core.data.transforms import (
     BICUBIC,
@@ -40,9 +38,8 @@ from irn_core.data.transforms import (
     top_left_crop,
 )
 from irn_core.engine.distributed import DistributedContext, all_reduce_sum
-from irn_core.engine.optim import PolySGD
 from irn_core.engine.runtime import sample_rng
-from irn_core.engine.training import make_loader, wrap_data_parallel
+from irn_core.engine.training import TrainingRecord, train_loop
 from irn_core.models.irnet import IRNet
 from irn_core.relations.losses import affinity_displacement_loss
 from irn_core.relations.path_index import path_index
@@ -134,24 +131,21 @@ class IRNetTrainSettings:
     max_steps: int | None = None
 
 
-def _reduced_loss(
-    model: torch.nn.Module,
-    image: torch.Tensor,
-    label: torch.Tensor,
-    radius: float,
-    context: DistributedContext,
-) -> dict[str, torch.Tensor]:
-    boundary_logits, displacement = model(image)
-    if not context.enabled:
-        return affinity_displacement_loss(boundary_logits, displacement, label, path_index(radius))
-    losses = affinity_displacement_loss(
-        boundary_logits, displacement, label, path_index(radius),
-        count_reducer=lambda counts: all_reduce_sum(counts, context),
-    )
-    if context.enabled:
+def _loss_step(radius: float, context: DistributedContext):  # noqa: ANN202 (returns a LossStep)
+    index = path_index(radius)
+
+    def loss_step(network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        boundary_logits, displacement = network(batch["image"])
+        if not context.enabled:
+            return affinity_displacement_loss(boundary_logits, displacement, batch["label"], index)
+        losses = affinity_displacement_loss(
+            boundary_logits, displacement, batch["label"], index,
+            count_reducer=lambda counts: all_reduce_sum(counts, context),
+        )
         # DDP averages gradients over processes; the losses were divided by global counts.
-        losses = {name: value * context.world_size for name, value in losses.items()}
-    return losses
+        return {name: value * context.world_size for name, value in losses.items()}
+
+    return loss_step
 
 
 def train_irnet(
@@ -169,57 +163,10 @@ def train_irnet(
     training_set = IRNetTrainingDataset(
         dataset, image_ids, labels, crop_size=settings.crop_size, scale_range=settings.scale_range, seed=settings.seed
     )
-    loader, sampler = make_loader(
-        training_set, settings.batch_size, num_workers=settings.num_workers, seed=settings.seed, context=context
+    return train_loop(
+        model, training_set, model.parameter_groups(), _loss_step(settings.radius, context), settings,
+        device=device, context=context, name="irnet",
     )
-    steps_per_epoch = len(image_ids) // settings.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(image_ids)} training images are fewer than one batch of {settings.batch_size}")
-    max_step = steps_per_epoch * settings.epochs
-    boundary_parameters, displacement_parameters = model.parameter_groups()
-    optimizer = PolySGD(
-        [(boundary_parameters, 1.0), (displacement_parameters, settings.head_lr_multiplier)],
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        momentum=settings.momentum,
-        max_step=max_step,
-        power=settings.poly_power,
-    )
-    network = wrap_data_parallel(model, device, context)
-    record = TrainingRecord()
-    started = time.perf_counter()
-    images = 0
-    model.train()
-    window: dict[str, list[float]] = {}
-    for epoch in range(settings.epochs):
-        training_set.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        for batch in loader:
-            if record.steps >= max_step or (settings.max_steps is not None and record.steps >= settings.max_steps):
-                break
-            image = batch["image"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            losses = _reduced_loss(network, image, label, settings.radius, context)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
-            record.steps += 1
-            record.losses.append(float(losses["total"].detach()) / context.world_size)
-            for name, value in losses.items():
-                window.setdefault(name, []).append(float(value.detach()) / context.world_size)
-            images += image.shape[0] * context.world_size
-            if context.is_main and (record.steps % settings.log_every == 0 or record.steps == max_step):
-                elapsed = time.perf_counter() - started
-                summary = " ".join(f"{name} {np.mean(values):.4f}" for name, values in window.items())
-                logger.info(
-                    "irnet step %d/%d epoch %d %s lr %.5f %.1f images/s",
-                    record.steps, max_step, epoch, summary, optimizer.param_groups[0]["lr"],
-                    images / max(elapsed, 1e-9),
-                )
-                window = {}
-    record.seconds = time.perf_counter() - started
-    record.images_per_second = images / max(record.seconds, 1e-9)
-    return record
 
 
 def measure_displacement_mean(
