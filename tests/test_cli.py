@@ -26,7 +26,7 @@ def test_plan_covers_train_and_infer_ids(tmp_path: Path) -> None:
     plan = json.loads(out.read_text())
     ids = [image_id for shard in plan["shards"] for image_id in shard]
     assert ids == sorted(ids) and set(ids) == set(plan["train_ids"]) | set(plan["infer_ids"])
-    assert all(len(shard) <= 40 for shard in plan["shards"])
+    assert all(len(shard) <= 80 for shard in plan["shards"]) and len(plan["shards"]) == 2
 
 
 def test_invalid_config_exits_2_with_a_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
