@@ -190,3 +190,31 @@ def test_exported_reference_cams_import_back_identically(finished_run: tuple[Pat
     assert original.keys() == again.keys()
     for name in original:
         np.testing.assert_array_equal(original[name], again[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_dag_on_real_voc_photos_with_efficientnet_lite0(tmp_path: Path) -> None:
+    """The VOC reader path end to end: real photos, XML / mask labels, ImageNet Lite0 weights."""
+    config = {
+        "name": "real",
+        "shard_size": 2,
+        "dataset": {"kind": "voc12", "root": str(ROOT / "tests" / "fixtures" / "real_samples" / "voc"),
+                    "train_split": "val", "infer_split": "val"},
+        "cam": {"backbone": {"name": "efficientnet_lite0", "weights": "imagenet"},
+                "train": {"batch_size": 2, "epochs": 1, "crop_size": 128, "resize_long": [128, 160]},
+                "infer": {"scales": [1.0, 0.5]}},
+        "irnet": {"backbone": {"name": "efficientnet_lite0", "weights": "imagenet"},
+                  "train": {"batch_size": 2, "epochs": 1, "crop_size": 128}},
+        "compute": {"device": "cpu", "threads": 1},
+    }
+    path = tmp_path / "real.yaml"
+    path.write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, path)
+    run = tmp_path / "results" / "real"
+    with h5py.File(run / "cam" / "shard-00000.h5") as handle:
+        # 2007_000063 has an XML naming a dog (11) and a chair (8)
+        assert handle["2007_000063/class_ids"][()].tolist() == [8, 11]
+        assert handle["2007_000063/cam_s1"].shape == (2, 375, 500)
+    with h5py.File(run / "semantic" / "shard-00000.h5") as handle:
+        assert handle["2007_000063/semantic_s1"].shape == (375, 500)
+    assert "mAP@0.5" in (run / "evaluation" / "summary.md").read_text()
