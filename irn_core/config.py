@@ -230,6 +230,12 @@ class RunConfig(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     compute: ComputeConfig = ComputeConfig()
 
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.cam.import_dir is not None and self.irnet.backbone_init == "cam":
+            raise ValueError("irnet.backbone_init 'cam' needs a trained CAM network, but cam.import_dir imports CAMs")
+        return self
+
     @property
     def run_dir(self) -> Path:
         return self.output_dir / self.name

@@ -101,3 +101,8 @@ def test_stage_hashes_change_only_with_their_sections() -> None:
 def test_shipped_schema_file_is_in_sync() -> None:
     shipped = json.loads((CONFIG_DIR / "schema.json").read_text())
     assert shipped == json.loads(json.dumps(schema())), "regenerate: irn show-config --schema > config/schema.json"
+
+
+def test_imported_cams_cannot_lend_their_backbone() -> None:
+    with pytest.raises(ConfigError, match="backbone_init 'cam'"):
+        validate_config({"cam": {"import_dir": "npy"}, "irnet": {"backbone_init": "cam"}})

@@ -53,3 +53,15 @@ else:
             W.path("logs", "import_cams", "{shard}.log"),
         shell:
             W.irn("import-cams") + " --shard {wildcards.shard} --npy-dir {input.npy} --out {output} > {log} 2>&1"
+
+
+rule export_reference_cams:
+    """On request (`snakemake export_reference_cams`): our CAMs as the reference code's <id>.npy dicts."""
+    input:
+        W.shard_files("cam"),
+    output:
+        directory(W.path("reference_cams")),
+    log:
+        W.path("logs", "export_reference_cams.log"),
+    shell:
+        W.irn("export-cams") + " --cams {input} --out-dir {output} > {log} 2>&1"
