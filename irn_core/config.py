@@ -247,17 +247,19 @@ class RunConfig(_Section):
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "synthetic": ("dataset",),
+    "plan": ("dataset", "shard_size"),
     "train_cam": ("dataset", "seed", "preset", "cam.backbone", "cam.train"),
-    "make_cam": ("dataset", "seed", "preset", "cam.backbone", "cam.train", "cam.infer", "cam.import_dir"),
+    "make_cam": ("dataset", "shard_size", "seed", "preset", "cam.backbone", "cam.train", "cam.infer", "cam.import_dir"),
     "eval_cam": ("cam.eval_threshold",),
-    "ir_labels": ("ir_labels",),
+    "ir_labels": ("shard_size", "ir_labels"),
     "train_irn": ("dataset", "seed", "preset", "irnet.backbone", "irnet.backbone_init", "irnet.train"),
-    "irn_infer": ("irnet.infer", "random_walk.radius"),
-    "pseudo_labels": ("random_walk", "instances"),
+    "irn_infer": ("shard_size", "irnet.infer", "random_walk.radius"),
+    "pseudo_labels": ("shard_size", "random_walk", "instances"),
     "evaluate": ("evaluation",),
 }
 """Config sections each stage's outputs depend on (its own and those of the stages before it are
-tracked separately: a rule re-runs when its own sections change, or when its inputs change)."""
+tracked separately: a rule re-runs when its own sections change, or when its inputs change).
+Per-shard stages include ``shard_size``: a shard file of the same name holds other ids then."""
 
 
 def _lookup(data: Mapping[str, Any], dotted: str) -> Any:

@@ -95,7 +95,12 @@ def test_stage_hashes_change_only_with_their_sections() -> None:
     assert stage_hash(base, "pseudo_labels") != stage_hash(walk, "pseudo_labels")
     assert stage_hash(base, "train_cam") == stage_hash(walk, "train_cam")
     assert stage_hash(base, "ir_labels") == stage_hash(walk, "ir_labels")
-    assert set(stage_config(base, "irn_infer")) == {"irnet.infer", "random_walk.radius"}
+    assert set(stage_config(base, "irn_infer")) == {"shard_size", "irnet.infer", "random_walk.radius"}
+    # a shard file of the same name holds other ids under another shard size: per-shard stages re-run
+    resharded = validate_config({"shard_size": 7})
+    for stage in ("make_cam", "ir_labels", "irn_infer", "pseudo_labels", "plan"):
+        assert stage_hash(base, stage) != stage_hash(resharded, stage), stage
+    assert stage_hash(base, "train_cam") == stage_hash(resharded, "train_cam")
 
 
 def test_shipped_schema_file_is_in_sync() -> None:

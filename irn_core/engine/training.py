@@ -123,10 +123,7 @@ def train_loop(
     if steps_per_epoch == 0:
         raise ValueError(f"{len(training_set)} training images are fewer than one batch of {settings.batch_size}")
     max_step = steps_per_epoch * settings.epochs
-    if settings.max_steps is not None:
-        max_step_run = min(max_step, settings.max_steps)
-    else:
-        max_step_run = max_step
+    max_step_run = max_step if settings.max_steps is None else min(max_step, settings.max_steps)
     base_parameters, head_parameters = parameter_groups
     optimizer = PolySGD(
         [(base_parameters, 1.0), (head_parameters, settings.head_lr_multiplier)],

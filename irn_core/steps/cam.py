@@ -13,12 +13,18 @@ from tqdm import tqdm
 from irn_core.cam.infer import multiscale_cams, select_classes
 from irn_core.cam.train import CAMTrainSettings, build_cam_network, train_cam
 from irn_core.config import RunConfig
-from irn_core.engine import distributed
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from irn_core.errors import DatasetError
 from irn_core.interop import read_reference_cam
 from irn_core.models.cam import CAMNet
-from irn_core.steps.common import open_run_dataset, prepare_runtime, shard_plan, split_ids, stage_metadata
+from irn_core.steps.common import (
+    open_run_dataset,
+    prepare_runtime,
+    shard_plan,
+    split_ids,
+    stage_metadata,
+    training_process,
+)
 from irn_core.store import ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -50,9 +56,7 @@ def cam_train_settings(config: RunConfig) -> CAMTrainSettings:
 
 def run_train_cam(config: RunConfig, output: Path, *, max_steps: int | None = None) -> None:
     """Train the CAM network on the training split and save ``output`` (rank 0 only under torchrun)."""
-    context = distributed.setup("cuda" if config.compute.device != "cpu" and torch.cuda.is_available() else "cpu")
-    try:
-        device = prepare_runtime(config, local_rank=context.local_rank)
+    with training_process(config) as (context, device):
         dataset = open_run_dataset(config)
         image_ids = split_ids(config, config.dataset.train_split)
         settings = cam_train_settings(config)
@@ -70,9 +74,6 @@ def run_train_cam(config: RunConfig, output: Path, *, max_steps: int | None = No
                 record={**asdict(record), "world_size": context.world_size},
             )
             logger.info("saved %s (%d steps, %.1f images/s)", output, record.steps, record.images_per_second)
-        distributed.barrier(context)
-    finally:
-        distributed.teardown(context)
 
 
 def load_cam_network(config: RunConfig, checkpoint: Path, device: torch.device) -> CAMNet:

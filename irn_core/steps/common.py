@@ -10,9 +10,11 @@ time and every job recomputes the same plan.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from irn_core.data import synthetic
 from irn_core.data.classes import load_class_names
 from irn_core.data.registry import SegmentationDataset, open_dataset
 from irn_core.data.sharding import make_shards
+from irn_core.engine import distributed
+from irn_core.engine.distributed import DistributedContext
 from irn_core.engine.runtime import configure_runtime, resolve_device
 from irn_core.store import shard_file_name
 
@@ -109,6 +113,18 @@ def product_paths(config: RunConfig, product: str, count: int) -> list[Path]:
 def stage_metadata(config: RunConfig, stage: str) -> tuple[str, dict[str, object]]:
     """(hash, config subset) recorded in a stage's outputs."""
     return stage_hash(config, stage), stage_config(config, stage)
+
+
+@contextlib.contextmanager
+def training_process(config: RunConfig) -> Iterator[tuple[DistributedContext, torch.device]]:
+    """One training process: joins torchrun's process group when launched by it (NCCL on GPUs,
+    gloo on CPU), sets threads and device, and waits for every process before leaving."""
+    context = distributed.setup("cuda" if config.compute.device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        yield context, prepare_runtime(config, local_rank=context.local_rank)
+        distributed.barrier(context)
+    finally:
+        distributed.teardown(context)
 
 
 def prepare_runtime(config: RunConfig, *, local_rank: int | None = None) -> torch.device:

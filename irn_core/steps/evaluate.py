@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,37 +39,42 @@ def _infer_ids(config: RunConfig) -> list[str]:
 
 
 def _semantic_evaluation(
-    config: RunConfig, predictions: dict[str, np.ndarray], output_prefix: Path, title: str
+    config: RunConfig, predictions: Iterable[tuple[str, np.ndarray]], output_prefix: Path, title: str
 ) -> dict[str, float]:
+    """Accumulate the confusion matrix image by image (no prediction is kept) and write the table."""
     dataset = open_run_dataset(config)
     num_classes = len(dataset.class_names) + 1
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    for image_id, prediction in predictions.items():
+    images = 0
+    for image_id, prediction in predictions:
         confusion += evaluation.confusion_matrix(prediction, dataset.semantic_mask(image_id), num_classes)
+        images += 1
     per_class, miou = evaluation.mean_iou(confusion)
     table = evaluation.semantic_table(per_class, list(dataset.class_names))
     evaluation.write_table(table, output_prefix)
-    logger.info("%s: mIoU %.2f over %d images", title, 100 * miou, len(predictions))
-    return {"mIoU": float(miou), "images": len(predictions)}
+    logger.info("%s: mIoU %.2f over %d images", title, 100 * miou, images)
+    return {"mIoU": float(miou), "images": images}
 
 
 def run_evaluate_cam(config: RunConfig, cam_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
     """mIoU of CAMs (background score ``cam.eval_threshold``) on the inference images."""
-    predictions = {}
-    with ShardedStore(cam_paths, product="cam") as store:
+
+    def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
         for image_id in tqdm(_infer_ids(config), desc="evaluate cams", unit="image"):
             stored = store.read(image_id, ["cam_s1", "class_ids"])
-            predictions[image_id] = cam_labels(stored["cam_s1"], stored["class_ids"], config.cam.eval_threshold)
-    return _semantic_evaluation(config, predictions, output_prefix, "CAM")
+            yield image_id, cam_labels(stored["cam_s1"], stored["class_ids"], config.cam.eval_threshold)
+
+    with ShardedStore(cam_paths, product="cam") as store:
+        return _semantic_evaluation(config, predictions(store), output_prefix, "CAM")
 
 
 def run_evaluate_semantic(config: RunConfig, semantic_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
+        for image_id in tqdm(_infer_ids(config), desc="evaluate semantic", unit="image"):
+            yield image_id, store.read(image_id, ["semantic_s1"])["semantic_s1"]
+
     with ShardedStore(semantic_paths, product="semantic") as store:
-        predictions = {
-            image_id: store.read(image_id, ["semantic_s1"])["semantic_s1"]
-            for image_id in tqdm(_infer_ids(config), desc="evaluate semantic", unit="image")
-        }
-    return _semantic_evaluation(config, predictions, output_prefix, "semantic pseudo labels")
+        return _semantic_evaluation(config, predictions(store), output_prefix, "semantic pseudo labels")
 
 
 class _StoredInstances(Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):

@@ -12,7 +12,6 @@ import torch
 from tqdm import tqdm
 
 from irn_core.config import RunConfig
-from irn_core.engine import distributed
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from irn_core.ir_labels import confident_region_labels
 from irn_core.irnet.infer import boundary_and_displacement
@@ -21,7 +20,14 @@ from irn_core.models.backbones import build_backbone
 from irn_core.models.irnet import IRNet
 from irn_core.relations.affinity import boundary_to_affinity
 from irn_core.relations.path_index import path_index
-from irn_core.steps.common import open_run_dataset, prepare_runtime, shard_plan, split_ids, stage_metadata
+from irn_core.steps.common import (
+    open_run_dataset,
+    prepare_runtime,
+    shard_plan,
+    split_ids,
+    stage_metadata,
+    training_process,
+)
 from irn_core.store import ShardedStore, ShardReader, ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -106,9 +112,7 @@ def run_train_irnet(
     max_steps: int | None = None,
 ) -> None:
     """Train IRNet's heads on the confident-region labels, measure the displacement mean, save ``output``."""
-    context = distributed.setup("cuda" if config.compute.device != "cpu" and torch.cuda.is_available() else "cpu")
-    try:
-        device = prepare_runtime(config, local_rank=context.local_rank)
+    with training_process(config) as (context, device):
         dataset = open_run_dataset(config)
         image_ids = split_ids(config, config.dataset.train_split)
         torch.manual_seed(config.seed)
@@ -148,9 +152,6 @@ def run_train_irnet(
                 record={**asdict(record), "world_size": context.world_size, "displacement_mean": mean.tolist()},
             )
             logger.info("saved %s (%d steps, %.1f images/s)", output, record.steps, record.images_per_second)
-        distributed.barrier(context)
-    finally:
-        distributed.teardown(context)
 
 
 def load_irnet(config: RunConfig, checkpoint: Path, device: torch.device) -> IRNet:

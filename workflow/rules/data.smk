@@ -17,7 +17,7 @@ rule shard_plan:
     output:
         W.path("shards.json"),
     params:
-        stage=W.stage("train_cam") + W.stage("irn_infer"),
+        stage=W.stage("plan"),
     log:
         W.path("logs", "shard_plan.log"),
     shell:
