@@ -59,6 +59,14 @@ class DatasetConfig(_Section):
     infer_split: str = Field(
         "train", description="ids pseudo labels are made and evaluated for (reference: train); CAMs cover both splits"
     )
+    downstream_split: str | None = Field(
+        None,
+        description="ids the downstream models (DeepLab v2, Mask R-CNN) train on; pseudo labels are made for them "
+        "too (reference: train_aug); None: no downstream models",
+    )
+    val_split: str | None = Field(
+        None, description="ids the downstream models are evaluated on (reference: val); None: not evaluated"
+    )
     synthetic: SyntheticConfig | None = Field(None, description="generator parameters (kind: synthetic only)")
 
     @model_validator(mode="after")
@@ -92,9 +100,18 @@ class OptimizerConfig(_Section):
     poly_power: float = Field(0.9, gt=0, description="lr = lr0 * (1 - step / max_step) ** poly_power")
 
 
-class CAMTrainConfig(_Section):
+class ScheduleFields(_Section):
+    """How long a model trains: epochs (the reference), or a number of optimizer steps."""
+
+    epochs: int = Field(5, ge=1, description="passes over the training ids (reference schedule: (len // batch) * epochs steps)")
+    steps: int | None = Field(None, ge=1, description="total optimizer steps instead of epochs (None: from epochs)")
+    min_steps: int = Field(
+        0, ge=0, description="at least this many steps; a small dataset is cycled over more epochs (0: no minimum)"
+    )
+
+
+class CAMTrainConfig(ScheduleFields):
     batch_size: int = Field(16, ge=1)
-    epochs: int = Field(5, ge=1)
     crop_size: int = Field(512, ge=16, description="random crop after the long-side resize (pad value: mean colour)")
     resize_long: tuple[int, int] = Field((320, 640), description="long side drawn uniformly from this range")
     frozen_stages: int = Field(
@@ -148,9 +165,9 @@ class IRLabelConfig(_Section):
     crf: CRFConfig = CRFConfig()
 
 
-class IRNetTrainConfig(_Section):
+class IRNetTrainConfig(ScheduleFields):
     batch_size: int = Field(32, ge=1)
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1, description="passes over the training ids (reference: 3)")
     crop_size: int = Field(512, ge=16, description="random crop size; must be a multiple of 4")
     scale_range: tuple[float, float] = Field((0.5, 1.5), description="random rescale factor range")
     radius: float = Field(10, gt=1, description="path-index radius of the training pairs (stride-4 pixels)")

@@ -29,7 +29,8 @@ class WorkflowContext:
         return str(self.run.run_dir.joinpath(*parts))
 
     def shard_files(self, product: str) -> list[str]:
-        return [self.path(product, f"shard-{shard}.h5") for shard in self.shards]
+        """The shard files of ``product``: one per shard holding ids the product is made for."""
+        return [self.path(product, f"shard-{index:05d}.h5") for index in self.plan.product_shards(product)]
 
     def irn(self, step: str, *, processes: int = 1) -> str:
         """The command line that runs ``irn <step>`` in this Python environment (torchrun for DDP)."""

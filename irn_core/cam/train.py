@@ -96,6 +96,10 @@ class CAMTrainSettings:
     poly_power: float
     num_workers: int
     seed: int
+    steps: int | None = None
+    """Total optimizer steps instead of ``epochs`` (see :func:`irn_core.engine.training.schedule_length`)."""
+    min_steps: int = 0
+    """At least this many steps (small datasets are cycled over more epochs)."""
     log_every: int = 20
     max_steps: int | None = None
     """Stop after this many steps (tests); None: the full schedule."""
@@ -124,7 +128,7 @@ def train_cam(
     def loss_step(network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"total": F.multilabel_soft_margin_loss(network(batch["image"]), batch["label"])}
 
-    record = train_loop(
-        model, training_set, model.parameter_groups(), loss_step, settings, device=device, context=context, name="cam"
-    )
+    backbone_parameters, classifier_parameters = model.parameter_groups()
+    groups = [(backbone_parameters, 1.0), (classifier_parameters, settings.head_lr_multiplier)]
+    record = train_loop(model, training_set, groups, loss_step, settings, device=device, context=context, name="cam")
     return model, record

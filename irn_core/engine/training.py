@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 from irn_core.engine.distributed import DistributedContext
-from irn_core.engine.optim import PolySGD
+from irn_core.engine.optim import GroupSpec, Schedule, ScheduledSGD, poly_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +74,13 @@ class LoopSettings(Protocol):
     num_workers: int
     seed: int
     learning_rate: float
-    head_lr_multiplier: float
     weight_decay: float
     momentum: float
     poly_power: float
     log_every: int
     max_steps: int | None
+    steps: int | None
+    min_steps: int
 
 
 class EpochDataset(Protocol):
@@ -89,10 +91,13 @@ class EpochDataset(Protocol):
 
 @dataclass
 class TrainingRecord:
-    """Per-step losses and timings, saved in the checkpoint."""
+    """Per-step losses (total and per term), learning rates and timings, saved in the checkpoint."""
 
     steps: int = 0
     losses: list[float] = field(default_factory=list)
+    loss_terms: dict[str, list[float]] = field(default_factory=dict)
+    learning_rates: list[float] = field(default_factory=list)
+    epochs: int = 0
     images_per_second: float = 0.0
     seconds: float = 0.0
 
@@ -102,44 +107,73 @@ LossStep = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor
 so that DDP's gradient average gives the one-process gradient)."""
 
 
+def schedule_length(
+    num_samples: int, batch_size: int, *, epochs: int, steps: int | None = None, min_steps: int = 0
+) -> int:
+    """Optimizer steps of a training run: ``steps`` when given, else ``(num_samples // batch_size) *
+    epochs`` (the reference's ``max_step``), raised to ``min_steps`` so that a small dataset still
+    gets enough updates (the data are then cycled over more epochs)."""
+    if num_samples // batch_size == 0:
+        raise ValueError(f"{num_samples} training images are fewer than one batch of {batch_size}")
+    total = steps if steps is not None else (num_samples // batch_size) * epochs
+    return max(int(total), int(min_steps), 1)
+
+
+def _progress_line(name: str, step: int, total: int, window: dict[str, list[float]], rate: float,
+                   elapsed: float) -> str:
+    losses = " ".join(f"{key} {np.mean(value):.4f}" for key, value in window.items())
+    remaining = (total - step) * elapsed / max(step, 1)
+    return f"{name} step {step}/{total} {losses} {rate:.1f} images/s ETA {_duration(remaining)}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{seconds:02d}"
+
+
 def train_loop(
     model: nn.Module,
     training_set: EpochDataset,
-    parameter_groups: tuple[list[nn.Parameter], list[nn.Parameter]],
+    parameter_groups: Sequence[GroupSpec],
     loss_step: LossStep,
     settings: LoopSettings,
     *,
     device: torch.device,
     context: DistributedContext,
     name: str,
+    schedule: Callable[[int], Schedule] | None = None,
 ) -> TrainingRecord:
-    """The reference's training schedule: ``(len // batch) * epochs`` steps of SGD with the poly
-    learning rate (head group at ``head_lr_multiplier``), shuffled, ``drop_last``; logs every
-    ``log_every`` steps. Trains ``model`` in place (wrapped in DDP under torchrun)."""
+    """The reference's training schedule: :func:`schedule_length` steps of SGD, by default with the
+    poly learning rate (``schedule``: total steps -> :data:`~irn_core.engine.optim.Schedule` for
+    another one), shuffled, ``drop_last``. Shows a progress bar on a terminal (epoch, step, losses,
+    images/s, ETA) and logs a line every ``log_every`` steps. Trains ``model`` in place (wrapped in
+    DDP under torchrun)."""
     loader, sampler = make_loader(
         training_set, settings.batch_size, num_workers=settings.num_workers, seed=settings.seed, context=context
     )
-    steps_per_epoch = len(training_set) // settings.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(training_set)} training images are fewer than one batch of {settings.batch_size}")
-    max_step = steps_per_epoch * settings.epochs
+    max_step = schedule_length(
+        len(training_set), settings.batch_size, epochs=settings.epochs, steps=settings.steps,
+        min_steps=settings.min_steps,
+    )
     max_step_run = max_step if settings.max_steps is None else min(max_step, settings.max_steps)
-    base_parameters, head_parameters = parameter_groups
-    optimizer = PolySGD(
-        [(base_parameters, 1.0), (head_parameters, settings.head_lr_multiplier)],
+    make_schedule = schedule or (lambda total: poly_schedule(total, settings.poly_power))
+    optimizer = ScheduledSGD(
+        parameter_groups,
         learning_rate=settings.learning_rate,
         weight_decay=settings.weight_decay,
         momentum=settings.momentum,
-        max_step=max_step,
-        power=settings.poly_power,
+        schedule=make_schedule(max_step),
     )
     network = wrap_data_parallel(model, device, context)
     record = TrainingRecord()
     window: dict[str, list[float]] = {}
     started = time.perf_counter()
     images = 0
+    bar = tqdm(total=max_step_run, desc=name, unit="step", disable=not context.is_main or None, leave=False)
     model.train()
-    for epoch in range(settings.epochs):
+    epoch = 0
+    while record.steps < max_step_run:
         training_set.set_epoch(epoch)
         sampler.set_epoch(epoch)
         for batch in loader:
@@ -154,18 +188,21 @@ def train_loop(
             # under DDP each process's loss is scaled by the world size (see LossStep)
             values = {key: float(value.detach()) / context.world_size for key, value in losses.items()}
             record.losses.append(values["total"])
+            record.learning_rates.append(float(optimizer.param_groups[0]["lr"]))
             for key, value in values.items():
+                record.loss_terms.setdefault(key, []).append(value)
                 window.setdefault(key, []).append(value)
             images += len(batch[next(iter(batch))]) * context.world_size
+            elapsed = time.perf_counter() - started
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{values['total']:.4f}", refresh=False)
             if context.is_main and (record.steps % settings.log_every == 0 or record.steps == max_step_run):
-                elapsed = time.perf_counter() - started
-                summary = " ".join(f"{key} {np.mean(value):.4f}" for key, value in window.items())
-                logger.info(
-                    "%s step %d/%d epoch %d %s lr %.5f %.1f images/s",
-                    name, record.steps, max_step, epoch, summary, optimizer.param_groups[0]["lr"],
-                    images / max(elapsed, 1e-9),
-                )
+                line = _progress_line(name, record.steps, max_step_run, window, images / max(elapsed, 1e-9), elapsed)
+                logger.info("%s epoch %d lr %.5f", line, epoch, optimizer.param_groups[0]["lr"])
                 window = {}
+        epoch += 1
+    bar.close()
+    record.epochs = epoch
     record.seconds = time.perf_counter() - started
     record.images_per_second = images / max(record.seconds, 1e-9)
     model.eval()

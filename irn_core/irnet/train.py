@@ -127,6 +127,10 @@ class IRNetTrainSettings:
     num_workers: int
     seed: int
     displacement_mean_batches: int | None = None
+    steps: int | None = None
+    """Total optimizer steps instead of ``epochs`` (see :func:`irn_core.engine.training.schedule_length`)."""
+    min_steps: int = 0
+    """At least this many steps (small datasets are cycled over more epochs)."""
     log_every: int = 20
     max_steps: int | None = None
 
@@ -163,8 +167,10 @@ def train_irnet(
     training_set = IRNetTrainingDataset(
         dataset, image_ids, labels, crop_size=settings.crop_size, scale_range=settings.scale_range, seed=settings.seed
     )
+    boundary_parameters, displacement_parameters = model.parameter_groups()
+    groups = [(boundary_parameters, 1.0), (displacement_parameters, settings.head_lr_multiplier)]
     return train_loop(
-        model, training_set, model.parameter_groups(), _loss_step(settings.radius, context), settings,
+        model, training_set, groups, _loss_step(settings.radius, context), settings,
         device=device, context=context, name="irnet",
     )
 

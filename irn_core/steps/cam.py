@@ -42,6 +42,8 @@ def cam_train_settings(config: RunConfig) -> CAMTrainSettings:
         frozen_stages=cam.train.frozen_stages,
         batch_size=cam.train.batch_size,
         epochs=cam.train.epochs,
+        steps=cam.train.steps,
+        min_steps=cam.train.min_steps,
         crop_size=cam.train.crop_size,
         resize_long=cam.train.resize_long,
         learning_rate=optimizer.learning_rate,
@@ -91,7 +93,7 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
     ``class_ids`` — only the image's classes, each channel divided by its maximum (reference)."""
     device = prepare_runtime(config)
     dataset = open_run_dataset(config)
-    image_ids = shard_plan(config).ids(shard_index, "all")
+    image_ids = shard_plan(config).product_ids(shard_index, "cam")
     model = load_cam_network(config, checkpoint, device)
     stage_hash, stage_config = stage_metadata(config, "make_cam")
     float16 = CAM_DATASETS[:2] if config.cam.infer.float16 else ()
@@ -113,7 +115,7 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
 def run_import_cams(config: RunConfig, shard_index: int, npy_dir: Path, output: Path) -> None:
     """Build a CAM shard from the reference code's ``<id>.npy`` dicts (``keys``, ``cam``, ``high_res``)."""
     dataset = open_run_dataset(config)
-    image_ids = shard_plan(config).ids(shard_index, "all")
+    image_ids = shard_plan(config).product_ids(shard_index, "cam")
     stage_hash, stage_config = stage_metadata(config, "make_cam")
     with ShardWriter(
         output, product="cam", config_hash=stage_hash, shard_index=shard_index,

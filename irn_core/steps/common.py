@@ -1,9 +1,11 @@
 """What the per-shard entry points share: the shard plan, dataset opening, output paths, runtime setup.
 
-The shard plan cuts the sorted union of the training and inference ids into shards of
-``shard_size``. Every per-shard product is computed for the ids of its shard that belong to the
-product's list: CAMs for all of them, confident-region labels for the training ids, IRNet
-outputs and pseudo labels for the inference ids (a shard with none of them writes an empty file).
+The shard plan cuts the sorted union of the ids of every split the run uses (training, inference,
+downstream training, downstream validation) into shards of ``shard_size``. Every per-shard product
+is computed for the ids of its shard in the product's roles (:data:`PRODUCT_ROLES`): CAMs for the
+training, inference and downstream ids, confident-region labels for the training ids, IRNet outputs
+and pseudo labels for the inference and downstream ids, downstream predictions for the validation
+ids. A shard holding none of a product's ids has no file of that product.
 The plan depends only on the config and the split lists, so the workflow computes it at DAG-build
 time and every job recomputes the same plan.
 """
@@ -33,7 +35,21 @@ from irn_core.store import shard_file_name
 logger = logging.getLogger(__name__)
 
 PRODUCTS = ("cam", "ir_labels", "irnet", "semantic", "instances")
-"""Per-shard HDF5 products, each in ``<run_dir>/<product>/shard-NNNNN.h5``."""
+"""Per-shard HDF5 products of the pseudo-label pipeline, each in ``<run_dir>/<product>/shard-NNNNN.h5``."""
+
+SPLIT_ROLES = ("train", "infer", "downstream", "val")
+"""What a run does with a split: ``train`` the CAM network and IRNet, ``infer`` pseudo labels to
+evaluate, ``downstream`` pseudo labels the downstream models train on, ``val`` evaluate those models."""
+
+PRODUCT_ROLES: dict[str, tuple[str, ...]] = {
+    "cam": ("train", "infer", "downstream"),
+    "ir_labels": ("train",),
+    "irnet": ("infer", "downstream"),
+    "semantic": ("infer", "downstream"),
+    "instances": ("infer", "downstream"),
+}
+"""The ids a per-shard product is made for: those of a shard in any of these roles. Products not
+listed here (the downstream models' predictions) are made for the ``val`` ids."""
 
 
 @dataclass(frozen=True)
@@ -41,24 +57,44 @@ class ShardPlan:
     shards: tuple[tuple[str, ...], ...]
     train_ids: frozenset[str]
     infer_ids: frozenset[str]
+    downstream_ids: frozenset[str] = frozenset()
+    val_ids: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.shards)
 
+    def role_ids(self, role: str) -> frozenset[str]:
+        if role not in SPLIT_ROLES:
+            raise KeyError(f"unknown split role {role!r} (known: {', '.join(SPLIT_ROLES)})")
+        return getattr(self, f"{role}_ids")
+
     def ids(self, shard_index: int, which: str = "all") -> list[str]:
-        """Ids of shard ``shard_index``: ``all``, ``train`` or ``infer`` (in shard order)."""
+        """Ids of shard ``shard_index``: ``all``, or those in one role (``train``, ``infer``,
+        ``downstream``, ``val``), in shard order."""
         ids = self.shards[shard_index]
         if which == "all":
             return list(ids)
-        wanted = {"train": self.train_ids, "infer": self.infer_ids}[which]
+        wanted = self.role_ids(which)
         return [image_id for image_id in ids if image_id in wanted]
+
+    def product_ids(self, shard_index: int, product: str) -> list[str]:
+        """Ids of shard ``shard_index`` that ``product`` is made for (:data:`PRODUCT_ROLES`)."""
+        wanted = frozenset().union(*(self.role_ids(role) for role in PRODUCT_ROLES.get(product, ("val",))))
+        return [image_id for image_id in self.shards[shard_index] if image_id in wanted]
+
+    def product_shards(self, product: str) -> list[int]:
+        """Indices of the shards that hold at least one id ``product`` is made for."""
+        return [index for index in range(len(self.shards)) if self.product_ids(index, product)]
+
+    def all_ids(self, role: str) -> list[str]:
+        """Every id in ``role``, in plan order."""
+        return [image_id for index in range(len(self.shards)) for image_id in self.ids(index, role)]
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "shards": [list(shard) for shard in self.shards],
-                "train_ids": sorted(self.train_ids),
-                "infer_ids": sorted(self.infer_ids),
+                **{f"{role}_ids": sorted(self.role_ids(role)) for role in SPLIT_ROLES},
             },
             indent=1,
         )
@@ -75,11 +111,25 @@ def split_ids(config: RunConfig, split: str) -> list[str]:
     return open_run_dataset(config).ids(split)
 
 
+def role_splits(config: RunConfig) -> dict[str, str | None]:
+    """The split of each role (None: the run has no such role)."""
+    dataset = config.dataset
+    return {
+        "train": dataset.train_split,
+        "infer": dataset.infer_split,
+        "downstream": dataset.downstream_split,
+        "val": dataset.val_split if dataset.downstream_split is not None else None,
+    }
+
+
 def shard_plan(config: RunConfig) -> ShardPlan:
-    train = split_ids(config, config.dataset.train_split)
-    infer = split_ids(config, config.dataset.infer_split)
-    shards = make_shards(sorted(set(train) | set(infer)), config.shard_size)
-    return ShardPlan(tuple(tuple(shard) for shard in shards), frozenset(train), frozenset(infer))
+    ids = {role: split_ids(config, split) if split else [] for role, split in role_splits(config).items()}
+    union = sorted(set().union(*map(set, ids.values())))
+    shards = make_shards(union, config.shard_size)
+    return ShardPlan(
+        tuple(tuple(shard) for shard in shards),
+        *(frozenset(ids[role]) for role in SPLIT_ROLES),
+    )
 
 
 def open_run_dataset(config: RunConfig) -> SegmentationDataset:

@@ -34,8 +34,7 @@ def cam_labels(cam_s1: np.ndarray, class_ids: np.ndarray, threshold: float) -> n
 
 
 def _infer_ids(config: RunConfig) -> list[str]:
-    plan = shard_plan(config)
-    return [image_id for index in range(len(plan)) for image_id in plan.ids(index, "infer")]
+    return shard_plan(config).all_ids("infer")
 
 
 def _semantic_evaluation(

@@ -37,7 +37,7 @@ def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: P
     """Confident-region labels (``ir_label_s1``, uint8 {0, k+1, 255}) of the shard's training images."""
     prepare_runtime(config)
     dataset = open_run_dataset(config)
-    image_ids = shard_plan(config).ids(shard_index, "train")
+    image_ids = shard_plan(config).product_ids(shard_index, "ir_labels")
     settings = config.ir_labels
     crf = settings.crf.model_dump()  # iterations, gt_prob, gaussian_*, bilateral_*
     stage_hash, stage_config = stage_metadata(config, "ir_labels")
@@ -69,6 +69,8 @@ def irnet_train_settings(config: RunConfig) -> IRNetTrainSettings:
     return IRNetTrainSettings(
         batch_size=train.batch_size,
         epochs=train.epochs,
+        steps=train.steps,
+        min_steps=train.min_steps,
         crop_size=train.crop_size,
         scale_range=train.scale_range,
         radius=train.radius,
@@ -165,7 +167,7 @@ def run_irnet_infer(config: RunConfig, shard_index: int, checkpoint: Path, outpu
     """Boundary map, displacement field and radius-r affinities of the shard's inference images."""
     device = prepare_runtime(config)
     dataset = open_run_dataset(config)
-    image_ids = shard_plan(config).ids(shard_index, "infer")
+    image_ids = shard_plan(config).product_ids(shard_index, "irnet")
     model = load_irnet(config, checkpoint, device)
     radius = config.random_walk.radius
     index = path_index(radius)

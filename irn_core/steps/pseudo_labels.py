@@ -36,7 +36,7 @@ def run_pseudo_labels(
     """``semantic_s1`` (uint8 label map) and instances (``masks_s1`` bool (N, H, W), ``class_ids``
     0-based, ``scores``) for the shard's inference images."""
     device = prepare_runtime(config)
-    image_ids = shard_plan(config).ids(shard_index, "infer")
+    image_ids = shard_plan(config).product_ids(shard_index, "semantic")
     walk = config.random_walk
     instances = config.instances
     stage_hash, stage_config = stage_metadata(config, "pseudo_labels")
