@@ -1,7 +1,15 @@
-"""``irn <step> --config <yaml> ...``: the entry points the Snakemake rules call.
+"""``irn <step> --config <yaml> ...``: the entry points the Snakemake rules call, and the commands
+for people: ``irn run`` (the workflow), ``irn status`` (where a run stands), ``irn show IMAGE_ID``
+(the panels of one image), ``irn report`` (the HTML report).
 
-Every subcommand loads and validates the run config, does one step (often for one shard) and
-writes its outputs atomically. ``irn --help`` lists the steps; ``irn <step> --help`` their options.
+Every step subcommand loads and validates the run config, does one step (often for one shard) and
+writes its outputs atomically. ``irn --help`` lists the commands; ``irn <command> --help`` their
+options and an example.
+
+Exit codes: 0 success; 1 ``irn run``: Snakemake failed (its own exit code is passed on),
+``irn status``: the run is not finished (pending, running, interrupted or stale jobs); 2 bad
+usage, invalid config or input, missing or corrupt file (the message names it); 3 ``irn status``:
+at least one job failed; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -150,6 +158,166 @@ def command_summary(arguments: argparse.Namespace) -> None:
     run_summary(_config(arguments), metric_files, Path(arguments.out))
 
 
+# ---------------------------------------------------------------------------------- commands for people
+
+EXIT_CODES = """exit codes:
+  0    success
+  1    irn run: Snakemake failed; irn status: the run is not finished (pending, running, stale jobs)
+  2    bad usage, invalid config or input, missing or corrupt file (the message names it)
+  3    irn status: at least one job failed (its log's last error is shown)
+  130  interrupted (Ctrl-C)"""
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def _people_config(arguments: argparse.Namespace) -> RunConfig:
+    config = load_config(arguments.config or [DEFAULT_CONFIG])
+    threads = getattr(arguments, "threads", None)
+    if threads:
+        config = config.model_copy(update={"compute": config.compute.model_copy(update={"threads": threads})})
+    return config
+
+
+def repository_root() -> Path:
+    """The checkout holding ``workflow/Snakefile`` (the package is installed from it in editable mode)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def snakemake_command(arguments: argparse.Namespace, extra: Sequence[str]) -> list[str]:
+    """The Snakemake command line ``irn run`` starts (this Python's snakemake module)."""
+    root = repository_root()
+    snakefile = Path(arguments.snakefile) if arguments.snakefile else root / "workflow" / "Snakefile"
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile)]
+    configs = arguments.config or [DEFAULT_CONFIG]
+    command += ["--configfile", *[str(path) for path in configs]]
+    profile_used = True
+    if arguments.profile:
+        command += ["--profile", str(arguments.profile)]
+    elif (root / "config" / "profiles" / "local").is_dir() and not arguments.no_profile:
+        command += ["--workflow-profile", str(root / "config" / "profiles" / "local")]
+    else:
+        profile_used = False
+    if arguments.cores is not None:
+        command += ["--cores", str(arguments.cores)]
+    elif not profile_used:
+        command += ["--cores", "all"]
+    if arguments.dry_run:
+        command.append("--dry-run")
+    if arguments.directory:
+        command += ["--directory", str(arguments.directory)]
+    command += list(extra)
+    command += list(arguments.targets)
+    return command
+
+
+def command_run(arguments: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+    import shlex
+    import subprocess
+
+    _people_config(arguments)  # a config error is reported before Snakemake starts
+    command = snakemake_command(arguments, extra)
+    if arguments.print_command:
+        sys.stdout.write(shlex.join(command) + "\n")
+        return 0
+    logger.info("running: %s", shlex.join(command))
+    return subprocess.run(command, check=False).returncode
+
+
+def command_status(arguments: argparse.Namespace) -> int:
+    from irn_core.status import format_status, run_status
+    from irn_core.steps.common import shard_plan
+
+    config = _people_config(arguments)
+    status = run_status(config, shard_plan(config), workdir=Path(arguments.directory))
+    sys.stdout.write(status.to_json() + "\n" if arguments.json else format_status(status, verbose=arguments.verbose))
+    return status.exit_code
+
+
+def command_show(arguments: argparse.Namespace) -> None:
+    from irn_core.report.figures import panel_grid, write_png
+    from irn_core.report.sources import RunSources, image_panels
+    from irn_core.steps.common import open_run_dataset
+
+    config = _people_config(arguments)
+    dataset = open_run_dataset(config)
+    with RunSources.open(config.run_dir) as sources:
+        if not sources.holding(arguments.image_id):
+            raise IrnError(
+                f"image id {arguments.image_id!r} is in none of the product shard files under {config.run_dir} "
+                "(not in the run's splits, or its shards are not made yet: see irn status)"
+            )
+        panels = image_panels(arguments.image_id, sources, dataset, config)
+    output = Path(arguments.out or f"{arguments.image_id}.png")
+    write_png(panel_grid(panels, title=f"{arguments.image_id} (run '{config.name}')", columns=arguments.columns),
+              output)
+    logger.info("wrote %s (%d panels)", output, len(panels))
+    sys.stdout.write(f"{output}\n")
+
+
+def command_report(arguments: argparse.Namespace) -> None:
+    from irn_core.report.page import write_report
+    from irn_core.steps.common import open_run_dataset, shard_plan
+
+    from irn_core.engine.runtime import configure_runtime
+
+    config = _people_config(arguments)
+    configure_runtime(threads=config.compute.threads, deterministic=config.compute.deterministic)
+    plan = shard_plan(config)
+    role_ids = {"infer": plan.all_ids("infer"), "val": plan.all_ids("val")}
+    output = Path(arguments.out) if arguments.out else config.run_dir / "report"
+    page = write_report(config, open_run_dataset(config), role_ids, output)
+    sys.stdout.write(f"{page}\n")
+    if arguments.open:
+        import webbrowser
+
+        if not webbrowser.open(page.resolve().as_uri()):
+            logger.warning("no browser found; open %s", page.resolve().as_uri())
+
+
+def _add_people_commands(commands: argparse._SubParsersAction) -> None:
+    def add(name: str, function: Callable[..., object], help_text: str, example: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(
+            name, help=help_text, description=help_text, epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_argument("--config", action="append", default=[],
+                             help=f"config YAML file; repeat to merge several, left to right (default: {DEFAULT_CONFIG})")
+        command.set_defaults(function=function)
+        return command
+
+    command = add("run", command_run, "run the workflow (Snakemake) for a config; extra options go to Snakemake",
+                  "irn run --config config/config.yaml --cores 2 --dry-run\n"
+                  "  irn run --config config/voc12.yaml --profile config/profiles/slurm report -- --keep-going")
+    command.add_argument("targets", nargs="*", help="rules or files to make (default: the whole pipeline)")
+    command.add_argument("--cores", help="CPU cores Snakemake may use (default: the profile's, else all)")
+    command.add_argument("--profile", help="a Snakemake profile folder (e.g. config/profiles/slurm)")
+    command.add_argument("--no-profile", action="store_true", help="do not use config/profiles/local")
+    command.add_argument("--dry-run", "-n", action="store_true", help="list the jobs without running them")
+    command.add_argument("--directory", help="Snakemake's working directory (where results/ goes)")
+    command.add_argument("--snakefile", help="another Snakefile (default: this checkout's workflow/Snakefile)")
+    command.add_argument("--print-command", action="store_true", help="print the Snakemake command, run nothing")
+    command.set_defaults(passes_extra=True)
+
+    command = add("status", command_status, "where a run stands: each stage and shard done, stale, failed or "
+                  "pending", "irn status --config config/config.yaml")
+    command.add_argument("--directory", default=".", help="the working directory the run was started in")
+    command.add_argument("--json", action="store_true", help="every job's state as JSON")
+    command.add_argument("--verbose", "-v", action="store_true", help="list every job")
+
+    command = add("show", command_show, "the panels of one image (CAMs, boundaries, displacement, instances, "
+                  "pseudo labels, predictions, ground truth) as one PNG",
+                  "irn show syn_000012 --config config/config.yaml --out syn_000012.png")
+    command.add_argument("image_id")
+    command.add_argument("--out", help="PNG to write (default: IMAGE_ID.png)")
+    command.add_argument("--columns", type=int, default=6, help="panels per row of the picture")
+
+    command = add("report", command_report, "write the HTML report of a run (results/<name>/report/index.html)",
+                  "irn report --config config/config.yaml --open")
+    command.add_argument("--out", help="report folder (default: results/<name>/report)")
+    command.add_argument("--open", action="store_true", help="open the page in a web browser")
+    command.add_argument("--threads", type=int, help="CPU threads (overrides compute.threads; the rule passes it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -218,22 +386,37 @@ def build_parser() -> argparse.ArgumentParser:
     command = add("summary", command_summary, "one Markdown table of the headline metrics")
     command.add_argument("--metrics", nargs="+", required=True, help="STAGE=metrics.json")
     command.add_argument("--out", required=True)
+    _add_people_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed_on: list[str] = []
+    if "--" in argv:  # irn run ... -- <Snakemake options>
+        argv, passed_on = argv[: argv.index("--")], argv[argv.index("--") + 1:]
+    arguments, extra = parser.parse_known_args(argv)
+    extra += passed_on
+    if extra and not getattr(arguments, "passes_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=getattr(logging, arguments.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
-        arguments.function(arguments)
+        if getattr(arguments, "passes_extra", False):
+            result = arguments.function(arguments, extra)
+        else:
+            result = arguments.function(arguments)
     except IrnError as error:
         logger.error("%s", error)
         return 2
-    return 0
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -228,6 +228,21 @@ class ComputeConfig(_Section):
     training_gpus: int = Field(0, ge=0, description="GPUs a training rule declares (DDP over that many processes)")
     threads: int = Field(2, ge=1, description="CPU threads per job")
     deterministic: bool = Field(True, description="torch deterministic algorithms (bitwise reproducible on CPU)")
+    progress_every: int = Field(
+        25, ge=1, description="per-image loops (inference, evaluation, report) log a line every this many images"
+    )
+
+
+class ReportConfig(_Section):
+    """The HTML report (``results/<name>/report/index.html``) and ``irn show``."""
+
+    random_images: int = Field(
+        3, ge=0, description="images drawn at random (seeded by 'seed') per gallery, besides the best, median and worst"
+    )
+    detection_score_threshold: float = Field(
+        0.5, ge=0, le=1, description="detections of the downstream instance model (Mask R-CNN) shown from this score"
+    )
+    cam_overlay: float = Field(0.5, ge=0, le=1, description="opacity of the CAM colour map over the image")
 
 
 class RunConfig(_Section):
@@ -246,6 +261,7 @@ class RunConfig(_Section):
     instances: InstanceConfig = InstanceConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     compute: ComputeConfig = ComputeConfig()
+    report: ReportConfig = ReportConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -273,6 +289,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "irn_infer": ("shard_size", "irnet.infer", "random_walk.radius"),
     "pseudo_labels": ("shard_size", "random_walk", "instances"),
     "evaluate": ("evaluation",),
+    "report": ("seed", "evaluation", "instances", "report"),
 }
 """Config sections each stage's outputs depend on (its own and those of the stages before it are
 tracked separately: a rule re-runs when its own sections change, or when its inputs change).

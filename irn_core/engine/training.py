@@ -195,7 +195,10 @@ def train_loop(
             images += len(batch[next(iter(batch))]) * context.world_size
             elapsed = time.perf_counter() - started
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{values['total']:.4f}", refresh=False)
+            bar.set_postfix(
+                {"epoch": epoch, "loss": f"{values['total']:.4f}", "images/s": f"{images / max(elapsed, 1e-9):.1f}"},
+                refresh=False,
+            )
             if context.is_main and (record.steps % settings.log_every == 0 or record.steps == max_step_run):
                 line = _progress_line(name, record.steps, max_step_run, window, images / max(elapsed, 1e-9), elapsed)
                 logger.info("%s epoch %d lr %.5f", line, epoch, optimizer.param_groups[0]["lr"])

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from irn_core.cam.infer import multiscale_cams, select_classes
 from irn_core.cam.train import CAMTrainSettings, build_cam_network, train_cam
@@ -17,6 +16,7 @@ from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from irn_core.errors import DatasetError
 from irn_core.interop import read_reference_cam
 from irn_core.models.cam import CAMNet
+from irn_core.progress import track
 from irn_core.steps.common import (
     open_run_dataset,
     prepare_runtime,
@@ -100,7 +100,9 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
     with ShardWriter(
         output, product="cam", config_hash=stage_hash, shard_index=shard_index, config=stage_config, float16=float16
     ) as writer:
-        for image_id in tqdm(image_ids, desc=f"cam shard {shard_index}", unit="image"):
+        for image_id in track(
+            image_ids, description=f"cam shard {shard_index}", logger=logger, every=config.compute.progress_every
+        ):
             image = dataset.image(image_id)
             class_ids = dataset.class_labels(image_id)
             cam_s4, high_res = multiscale_cams(model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip)
@@ -122,7 +124,12 @@ def run_import_cams(config: RunConfig, shard_index: int, npy_dir: Path, output: 
         config={**stage_config, "imported_from": str(npy_dir)},
         float16=CAM_DATASETS[:2] if config.cam.infer.float16 else (),
     ) as writer:
-        for image_id in tqdm(image_ids, desc=f"import cams shard {shard_index}", unit="image"):
+        for image_id in track(
+            image_ids,
+            description=f"import cams shard {shard_index}",
+            logger=logger,
+            every=config.compute.progress_every,
+        ):
             path = npy_dir / f"{image_id}.npy"
             class_ids, cam_s4, high_res = read_reference_cam(path)
             height, width = dataset.image_size(image_id)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from irn_core import evaluation
 from irn_core.atomic import write_text_atomic
 from irn_core.config import RunConfig
+from irn_core.progress import track
 from irn_core.steps.common import open_run_dataset, shard_plan
 from irn_core.store import ShardedStore
 
@@ -59,7 +59,9 @@ def run_evaluate_cam(config: RunConfig, cam_paths: Sequence[Path], output_prefix
     """mIoU of CAMs (background score ``cam.eval_threshold``) on the inference images."""
 
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
-        for image_id in tqdm(_infer_ids(config), desc="evaluate cams", unit="image"):
+        for image_id in track(
+            _infer_ids(config), description="evaluate cams", logger=logger, every=config.compute.progress_every
+        ):
             stored = store.read(image_id, ["cam_s1", "class_ids"])
             yield image_id, cam_labels(stored["cam_s1"], stored["class_ids"], config.cam.eval_threshold)
 
@@ -69,7 +71,9 @@ def run_evaluate_cam(config: RunConfig, cam_paths: Sequence[Path], output_prefix
 
 def run_evaluate_semantic(config: RunConfig, semantic_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
-        for image_id in tqdm(_infer_ids(config), desc="evaluate semantic", unit="image"):
+        for image_id in track(
+            _infer_ids(config), description="evaluate semantic", logger=logger, every=config.compute.progress_every
+        ):
             yield image_id, store.read(image_id, ["semantic_s1"])["semantic_s1"]
 
     with ShardedStore(semantic_paths, product="semantic") as store:
@@ -102,7 +106,9 @@ def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], ou
         len(dataset.class_names), thresholds, matching=config.evaluation.matching
     )
     with ShardedStore(instance_paths, product="instances") as store:
-        for image_id in tqdm(_infer_ids(config), desc="evaluate instances", unit="image"):
+        for image_id in track(
+            _infer_ids(config), description="evaluate instances", logger=logger, every=config.compute.progress_every
+        ):
             predicted = store.read(image_id, ["masks_s1", "class_ids", "scores"])
             gt_masks, gt_class_ids = dataset.instance_masks(image_id)
             accumulator.add(predicted["masks_s1"], predicted["class_ids"], predicted["scores"], gt_masks, gt_class_ids)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from irn_core.config import RunConfig
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -18,6 +17,7 @@ from irn_core.irnet.infer import boundary_and_displacement
 from irn_core.irnet.train import IRNetTrainSettings, measure_displacement_mean, train_irnet
 from irn_core.models.backbones import build_backbone
 from irn_core.models.irnet import IRNet
+from irn_core.progress import track
 from irn_core.relations.affinity import boundary_to_affinity
 from irn_core.relations.path_index import path_index
 from irn_core.steps.common import (
@@ -44,7 +44,9 @@ def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: P
     with ShardReader(cam_path, product="cam") as cams, ShardWriter(
         output, product="ir_labels", config_hash=stage_hash, shard_index=shard_index, config=stage_config
     ) as writer:
-        for image_id in tqdm(image_ids, desc=f"ir labels shard {shard_index}", unit="image"):
+        for image_id in track(
+            image_ids, description=f"ir labels shard {shard_index}", logger=logger, every=config.compute.progress_every
+        ):
             image = dataset.image(image_id)
             stored = cams.read(image_id, ["cam_s1", "class_ids"])
             if len(stored["class_ids"]) == 0:
@@ -177,7 +179,9 @@ def run_irnet_infer(config: RunConfig, shard_index: int, checkpoint: Path, outpu
         output, product="irnet", config_hash=stage_hash, shard_index=shard_index, config=stage_config,
         float16=(affinity_name,),
     ) as writer:
-        for image_id in tqdm(image_ids, desc=f"irnet shard {shard_index}", unit="image"):
+        for image_id in track(
+            image_ids, description=f"irnet shard {shard_index}", logger=logger, every=config.compute.progress_every
+        ):
             image = dataset.image(image_id)
             boundary, displacement = boundary_and_displacement(model, image, pad_to=config.irnet.infer.pad_to)
             affinity = boundary_to_affinity(boundary[None], index)[0]

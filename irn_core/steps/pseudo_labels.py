@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from irn_core.config import RunConfig
 from irn_core.instances import InstanceLabels
+from irn_core.progress import track
 from irn_core.pseudo_labels import semantic_and_instance_labels
 from irn_core.steps.common import prepare_runtime, shard_plan, stage_metadata
 from irn_core.store import ShardReader, ShardWriter
@@ -47,7 +47,12 @@ def run_pseudo_labels(
         ShardWriter(semantic_output, product="semantic", **writer_options) as semantic_writer,
         ShardWriter(instance_output, product="instances", **writer_options) as instance_writer,
     ):
-        for image_id in tqdm(image_ids, desc=f"pseudo labels shard {shard_index}", unit="image"):
+        for image_id in track(
+            image_ids,
+            description=f"pseudo labels shard {shard_index}",
+            logger=logger,
+            every=config.compute.progress_every,
+        ):
             cam = cams.read(image_id, ["cam_s4", "class_ids"])
             relation = relations.read(image_id, ["boundary_s4", "displacement_s4"])
             attributes = cams.attributes(image_id)
