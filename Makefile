@@ -26,6 +26,7 @@ demo: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/snakemake --snakefile workflow/Snakefile \
 		--configfile $(CONFIG) --workflow-profile config/profiles/local --cores $(CORES)
 	@cat results/demo/evaluation/summary.md
+	@echo "report: $(CURDIR)/results/demo/report/index.html  (open it, or: .venv/bin/irn report --open)"
 
 benchmark: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/relations.py

@@ -218,3 +218,71 @@ def test_dag_on_real_voc_photos_with_efficientnet_lite0(tmp_path: Path) -> None:
     with h5py.File(run / "semantic" / "shard-00000.h5") as handle:
         assert handle["2007_000063/semantic_s1"].shape == (375, 500)
     assert "mAP@0.5" in (run / "evaluation" / "summary.md").read_text()
+    page = (run / "report" / "index.html").read_text()  # the report of real photos
+    assert "images/2007_000063/cam-11.png" in page and (run / "report" / "images" / "2007_000063" / "cam-11.png").exists()
+
+
+@pytest.mark.slow
+def test_report_and_status_of_the_finished_run(finished_run: tuple[Path, Path]) -> None:
+    """The report rule ran last in the default target; irn status sees every job done."""
+    from html.parser import HTMLParser
+
+    from PIL import Image
+
+    workdir, config = finished_run
+    report = workdir / "results" / "tiny" / "report"
+    page = (report / "index.html").read_text(encoding="utf-8")
+
+    class Images(HTMLParser):
+        sources: list[str] = []
+
+        def handle_starttag(self, tag: str, attributes: list[tuple[str, str | None]]) -> None:
+            if tag == "img":
+                self.sources.append(dict(attributes)["src"] or "")
+
+    parser = Images()
+    parser.feed(page)
+    assert len(parser.sources) > 20
+    for source in parser.sources:
+        with Image.open(report / source) as image:
+            assert np.asarray(image.convert("RGB")).std() > 0, source
+    assert "Pseudo labels (train split)" in page and "(best, semantic pseudo label mIoU" in page
+    assert "Precision-recall curves: instances" in page and ">train_cam</td>" in page  # benchmarks read
+    assert (workdir / "results" / "tiny" / "benchmarks" / "report.tsv").exists()
+    status = subprocess.run(
+        [sys.executable, "-m", "irn_core.cli", "status", "--config", str(config), "--directory", str(workdir)],
+        capture_output=True, text=True, cwd=workdir, timeout=300,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "make_cam" in status.stdout and "report" in status.stdout and "failed" not in status.stdout
+
+
+@pytest.mark.slow
+def test_status_reports_a_deliberately_failed_shard(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """A corrupt IRNet shard makes the forced pseudo-label job of that shard fail; irn status names
+    it as failed with its log's last error, and the other shard as done."""
+    workdir, config = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("locks"))
+    shutil.copy(config, copy / "tiny.yaml")
+    (copy / "results" / "tiny" / "irnet" / "shard-00000.h5").write_bytes(b"deliberately not an HDF5 file")
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(copy / "tiny.yaml"),
+        "--directory", str(copy), "--cores", "2", "--keep-going", "--forcerun", "pseudo_labels", "--",
+        str(copy / "results" / "tiny" / "semantic" / "shard-00000.h5"),
+        str(copy / "results" / "tiny" / "semantic" / "shard-00001.h5"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode != 0, result.stderr[-3000:]
+    status = subprocess.run(
+        [sys.executable, "-m", "irn_core.cli", "status", "--config", str(copy / "tiny.yaml"),
+         "--directory", str(copy), "--json"],
+        capture_output=True, text=True, cwd=copy, timeout=300,
+    )
+    assert status.returncode == 3, status.stdout + status.stderr
+    items = {(item["stage"], item["shard"]): item for item in json.loads(status.stdout)["items"]}
+    failed = items[("pseudo_labels", 0)]
+    assert failed["state"] == "failed" and "not a readable HDF5 file" in failed["detail"], failed
+    assert failed["log"].endswith("logs/pseudo_labels/00000.log")
+    assert items[("pseudo_labels", 1)]["state"] == "done"
+    assert items[("irnet_infer", 0)]["state"] == "failed"  # the corrupt file itself
