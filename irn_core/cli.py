@@ -255,10 +255,9 @@ def command_show(arguments: argparse.Namespace) -> None:
 
 
 def command_report(arguments: argparse.Namespace) -> None:
+    from irn_core.engine.runtime import configure_runtime
     from irn_core.report.page import write_report
     from irn_core.steps.common import open_run_dataset, shard_plan
-
-    from irn_core.engine.runtime import configure_runtime
 
     config = _people_config(arguments)
     configure_runtime(threads=config.compute.threads, deterministic=config.compute.deterministic)
@@ -280,8 +279,10 @@ def _add_people_commands(commands: argparse._SubParsersAction) -> None:
             name, help=help_text, description=help_text, epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        command.add_argument("--config", action="append", default=[],
-                             help=f"config YAML file; repeat to merge several, left to right (default: {DEFAULT_CONFIG})")
+        command.add_argument(
+            "--config", action="append", default=[],
+            help=f"config YAML file; repeat to merge several, left to right (default: {DEFAULT_CONFIG})",
+        )
         command.set_defaults(function=function)
         return command
 

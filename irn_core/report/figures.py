@@ -6,7 +6,6 @@ thresholds or stages use matplotlib's qualitative 'tab10' colours.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -155,8 +154,3 @@ def write_png(figure: Figure, path: str | os.PathLike[str]) -> None:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=DPI)
 
-
-def figure_png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    return buffer.getvalue()

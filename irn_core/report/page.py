@@ -438,12 +438,14 @@ def render_html(
     sections.append("<h2>Compute: time and peak memory per rule</h2>")
     sections.append(_costs_html(costs))
     if not costs.empty and (output / "charts" / "costs.png").exists():
-        sections.append(f'<div class="chart">{_image_tag(output / "charts/costs.png", "charts/costs.png", "job costs", "chart")}</div>')
+        costs_chart = _image_tag(output / "charts/costs.png", "charts/costs.png", "job costs", "chart")
+        sections.append(f'<div class="chart">{costs_chart}</div>')
     sections.append(
         '<p class="note">From the files of Snakemake\'s benchmark directive (results/&lt;name&gt;/benchmarks/): '
         "wall time summed over a rule's jobs; peak memory = the largest job's maximum resident set size.</p>"
     )
-    sections.append(f"<h2>Configuration</h2><details><summary>resolved config</summary><pre>{_escape(dump_config(config))}</pre></details>")
+    sections.append("<h2>Configuration</h2><details><summary>resolved config</summary>"
+                    f"<pre>{_escape(dump_config(config))}</pre></details>")
     sections.append("</body></html>")
     return "\n".join(sections) + "\n"
 

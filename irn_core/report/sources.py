@@ -124,7 +124,7 @@ def _instance_panels(source: ProductSource, stored: Mapping[str, np.ndarray], co
     threshold = context.config.report.detection_score_threshold if source.detections else None
     masks, scores = stored["masks_s1"], stored["scores"]
     shown = len(scores) if threshold is None else int(np.count_nonzero(scores >= threshold))
-    title = f"{source.title} ({shown})" if threshold is None else f"{source.title} ({shown} with score ≥ {threshold:g})"
+    title = f"{source.title} ({shown}" + (")" if threshold is None else f" with score ≥ {threshold:g})")
     return [Panel(source.key, title, panels.instance_panel(masks, scores, min_score=threshold))]
 
 
@@ -211,7 +211,9 @@ def image_panels(
     if truth is not None:
         semantic, masks, _ = truth
         result.append(Panel("ground-truth-semantic", "ground truth (semantic)", panels.semantic_panel(semantic)))
-        result.append(Panel("ground-truth-instances", f"ground truth ({len(masks)} instances)", panels.instance_panel(masks)))
+        result.append(
+            Panel("ground-truth-instances", f"ground truth ({len(masks)} instances)", panels.instance_panel(masks))
+        )
     for panel in result:
         if panel.rgb.shape != (*context.image_size, 3):
             raise IrnError(f"image id {image_id!r}: panel {panel.key} is {panel.rgb.shape}, the image {image.shape}")

@@ -184,7 +184,9 @@ BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\
 def _write_benchmarks(run: FabricatedRun) -> None:
     folder = run.run_dir / "benchmarks"
     (folder / "make_cam").mkdir(parents=True, exist_ok=True)
-    (folder / "train_cam.tsv").write_text(BENCHMARK_HEADER + "102.5\t0:01:42\t1500.2\t3000\t1400\t1450\t1\t2\t180\t190.1\n")
+    (folder / "train_cam.tsv").write_text(
+        BENCHMARK_HEADER + "102.5\t0:01:42\t1500.2\t3000\t1400\t1450\t1\t2\t180\t190.1\n"
+    )
     for shard, (seconds, rss) in enumerate(((40.0, 800.0), (50.0, 900.5))):
         (folder / "make_cam" / f"{shard:05d}.tsv").write_text(
             BENCHMARK_HEADER + f"{seconds}\t0:00:40\t{rss}\t2000\t700\t750\t1\t2\t150\t60\n"

@@ -268,9 +268,11 @@ class WebDriver:
                     self.process.kill()
                     raise
                 time.sleep(0.1)
-        options = {"binary": chromium, "args": [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000"]}
+        arguments = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000"]
+        options = {"binary": chromium, "args": arguments}
         capabilities = {"browserName": "chrome", "goog:chromeOptions": options, "goog:loggingPrefs": {"browser": "ALL"}}
-        self.session = self.call("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})["value"]["sessionId"]
+        created = self.call("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
+        self.session = created["value"]["sessionId"]
 
     def call(self, method: str, path: str, body: object = None) -> dict:
         data = None if body is None else json.dumps(body).encode()

@@ -27,7 +27,8 @@ def test_status_of_a_partial_run(fabricated: FabricatedRun) -> None:
     assert states(status, "make_synthetic") == {None: "done"}
     assert states(status, "make_cam") == {0: "done", 1: "done"}  # the train ids lie in shards 0 and 1
     assert states(status, "pseudo_labels") == {0: "done", 1: "done"}
-    assert states(status, "train_cam") == {None: "pending"} and states(status, "ir_labels") == {0: "pending", 1: "pending"}
+    assert states(status, "train_cam") == {None: "pending"}
+    assert states(status, "ir_labels") == {0: "pending", 1: "pending"}
     assert states(status, "evaluate_semantic") == {None: "done"}
     # folders the stage table does not know: checked by their files
     assert set(states(status, "maskrcnn").values()) == {"done"} and states(status, "deeplab_pseudo")
@@ -60,7 +61,9 @@ def test_failed_stale_and_interrupted_jobs(fabricated: FabricatedRun, tmp_path: 
     status = run_status(config, shard_plan(config), workdir=workdir)
     pseudo = {item.shard: item for item in status.items if item.stage == "pseudo_labels"}
     assert pseudo[1].state == "failed"
-    assert pseudo[1].detail == "irn_core.errors.InputError: pseudo_labels.semantic_label (image syn_000005): boundary is NaN"
+    assert pseudo[1].detail == (
+        "irn_core.errors.InputError: pseudo_labels.semantic_label (image syn_000005): boundary is NaN"
+    )
     assert pseudo[1].log.endswith("logs/pseudo_labels/00001.log")
     assert pseudo[0].state == "stale" and "random_walk" in pseudo[0].detail
     assert states(status, "make_cam") == {0: "done", 1: "done"}
