@@ -247,8 +247,8 @@ def test_report_and_status_of_the_finished_run(finished_run: tuple[Path, Path]) 
     for source in parser.sources:
         with Image.open(report / source) as image:
             pixels = np.asarray(image.convert("RGB"))
-        # an untrained tiny model may predict all background (a blank label map); the rest is never blank
-        if not source.endswith(("/semantic.png", "/instances.png")):
+        # a tiny untrained model's maps may be uniform (all background, no boundary); these never are
+        if source.startswith(("charts/", "figures/")) or source.endswith(("/image.png", "/ground-truth-semantic.png")):
             assert pixels.std() > 0, source
     assert "Pseudo labels (train split)" in page and "(best, semantic pseudo label mIoU" in page
     assert "Precision-recall curves: instances" in page and ">train_cam</td>" in page  # benchmarks read
