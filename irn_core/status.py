@@ -6,7 +6,9 @@ running, interrupted or pending, read from the run folder alone (no Snakemake ca
 - **stale**: an output exists but was made with another config (the sections that changed are
   named), or a shard holds other image ids than the plan gives it; Snakemake re-runs it.
 - **failed**: an output is missing (Snakemake removes a failed job's outputs) and the job's log
-  ends in an error: the last error line is shown. A shard file that cannot be read counts too.
+  ends in an error: the last error line is shown; or the latest Snakemake run of the working
+  directory reported the job as failed (``.snakemake/log/``), e.g. killed by a signal. A shard
+  file that cannot be read counts too.
 - **running**: an output is missing, the log has no error and the working directory's Snakemake
   lock is held; **interrupted**: the same without the lock.
 - **pending**: an output is missing and the job never started (no log).
@@ -19,6 +21,7 @@ with done / stale from their files.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -184,23 +187,41 @@ def _checkpoint_state(path: Path, current: dict[str, Any]) -> tuple[str, str]:
     return "done", ""
 
 
-def _missing_state(log: Path, locked: bool) -> tuple[str, str]:
-    if not log.exists():
-        return "pending", ""
-    error = last_error(log)
+def last_line(log: Path, limit: int = 160) -> str:
+    """The last non-empty line of ``log`` (e.g. a progress line with images done and ETA), shortened."""
+    try:
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    text = lines[-1].split("\r")[-1]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _missing_state(log: Path, locked: bool, reported: str | None = None) -> tuple[str, str]:
+    error = last_error(log) if log.exists() else None
     if error:
         return "failed", error
-    return ("running", "") if locked else ("interrupted", "log without error, no Snakemake running")
+    if reported:
+        return "failed", reported
+    if not log.exists():
+        return "pending", ""
+    latest = last_line(log)
+    if locked:
+        return "running", latest
+    return "interrupted", "no Snakemake running; log ends: " + (latest or "(empty)")
 
 
 def _job(
     stage: str, shard: int | None, outputs: Sequence[Path], log: Path, *, locked: bool, current: dict[str, Any],
-    expected_ids: Sequence[str] = (), products: Sequence[str] = (),
+    expected_ids: Sequence[str] = (), products: Sequence[str] = (), failures: dict[str, str] | None = None,
 ) -> Item:
     missing = [path for path in outputs if not path.exists()]
     relative_log = str(log)
     if missing:
-        state, detail = _missing_state(log, locked)
+        state, detail = _missing_state(log, locked, _reported(missing, failures or {}))
         return Item(stage, shard, state, detail, relative_log if log.exists() else "")
     for index, path in enumerate(outputs):
         if path.suffix == ".h5":
@@ -214,6 +235,48 @@ def _job(
     return Item(stage, shard, "done")
 
 
+def snakemake_failures(workdir: Path) -> dict[str, str]:
+    """Outputs of the jobs the latest Snakemake run of ``workdir`` reported as failed
+    (``.snakemake/log/*.snakemake.log``: its "Error in rule" blocks) -> why (e.g. killed by a
+    signal, which leaves no error in the job's own log). Paths normalised against ``workdir``."""
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        return {}
+    try:
+        lines = logs[-1].read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    failures: dict[str, str] = {}
+    for index, line in enumerate(lines):
+        rule = re.match(r"Error in rule (\S+):", line)
+        if not rule:
+            continue
+        reason = f"Snakemake: job of rule {rule.group(1)} failed"
+        for previous in reversed(lines[max(0, index - 5) : index]):
+            signal = re.search(r"died with <Signals\.(\w+): \d+>", previous)
+            if signal:
+                reason = f"Snakemake: job of rule {rule.group(1)} killed by {signal.group(1)}"
+                break
+        for following in lines[index + 1 :]:
+            if not following.startswith("    "):
+                break
+            field, _, value = following.strip().partition(": ")
+            if field == "output":
+                for path in value.split(", "):
+                    failures[os.path.normpath(workdir / path.strip())] = reason
+    return failures
+
+
+def _reported(missing: Sequence[Path], failures: dict[str, str]) -> str | None:
+    """Snakemake's reason for a missing output (or for the folder output holding it), if any."""
+    for path in missing:
+        normalised = os.path.normpath(str(path))
+        for output, reason in failures.items():
+            if normalised == output or normalised.startswith(output + os.sep):
+                return reason
+    return None
+
+
 def snakemake_locked(workdir: Path) -> bool:
     """Whether a Snakemake run holds the lock of ``workdir`` (``.snakemake/locks/`` not empty)."""
     locks = workdir / ".snakemake" / "locks"
@@ -225,12 +288,13 @@ def run_status(config: RunConfig, plan: ShardPlan, *, workdir: Path = Path("."))
     run_dir = workdir / config.run_dir
     current = config.model_dump(mode="json")
     locked = snakemake_locked(workdir)
+    failures = snakemake_failures(workdir)
     status = RunStatus(str(run_dir))
     if config.dataset.kind == "synthetic":
         root = workdir / config.dataset.root
         outputs = [root / "classes.txt"] if root.exists() else [root]
         status.items.append(_job("make_synthetic", None, outputs, run_dir / "logs/make_synthetic.log",
-                                 locked=locked, current=current))
+                                 locked=locked, current=current, failures=failures))
     known_products = set()
     for stage in STAGES:
         if not stage.applies(config):
@@ -238,7 +302,7 @@ def run_status(config: RunConfig, plan: ShardPlan, *, workdir: Path = Path("."))
         log_pattern = run_dir / stage.log
         if not stage.per_shard:
             status.items.append(_job(stage.name, None, [run_dir / output for output in stage.outputs],
-                                     log_pattern, locked=locked, current=current))
+                                     log_pattern, locked=locked, current=current, failures=failures))
             continue
         known_products.update(stage.outputs)
         for shard in plan.product_shards(stage.outputs[0]):
@@ -246,7 +310,8 @@ def run_status(config: RunConfig, plan: ShardPlan, *, workdir: Path = Path("."))
             log = Path(str(log_pattern).replace("{shard}", f"{shard:05d}"))
             status.items.append(
                 _job(stage.name, shard, outputs, log, locked=locked, current=current,
-                     expected_ids=plan.product_ids(shard, stage.outputs[0]), products=stage.outputs)
+                     expected_ids=plan.product_ids(shard, stage.outputs[0]), products=stage.outputs,
+                     failures=failures)
             )
     status.items.extend(_other_products(run_dir, known_products, plan, current))
     return status
@@ -307,8 +372,6 @@ def format_status(status: RunStatus, *, verbose: bool = False) -> str:
             where = item.stage + (f" shard {item.shard:05d}" if item.shard is not None else "")
             lines.append(f"  {where:<{width + 12}} {item.state}" + (f"  {item.detail}" if item.detail else ""))
     done, total = status.count("done"), len(status.items)
-    lines += ["", f"{done}/{total} jobs done" + ("" if status.exit_code == EXIT_DONE else
-                                                   f"; {status.count('failed')} failed, "
-                                                   f"{status.count('stale')} stale, "
-                                                   f"{status.count('pending')} pending")]
+    others = ", ".join(f"{status.count(state)} {state}" for state in STATES[1:] if status.count(state))
+    lines += ["", f"{done}/{total} jobs done" + (f"; {others}" if others else "")]
     return "\n".join(lines) + "\n"

@@ -51,6 +51,15 @@ def test_failed_stale_and_interrupted_jobs(fabricated: FabricatedRun, tmp_path: 
     # an interrupted job: log without error, no lock
     (run_dir / "logs" / "ir_labels").mkdir()
     (run_dir / "logs" / "ir_labels" / "00000.log").write_text("INFO ir labels shard 0: 1/4 images\n")
+    # a job killed by a signal: nothing in its own log, Snakemake's log reports it (output relative to workdir)
+    (run_dir / "semantic" / "shard-00001.h5").unlink()
+    (workdir / ".snakemake" / "log").mkdir(parents=True)
+    (workdir / ".snakemake" / "log" / "2026-01-01T000000.000000.snakemake.log").write_text(
+        "Command 'set -euo pipefail; irn make-cam ...' died with <Signals.SIGTERM: 15>.\n"
+        "[Thu Jan  1 00:00:00 2026]\nError in rule make_cam:\n    message: None\n    jobid: 4\n"
+        "    output: results/fab/cam/shard-00001.h5\n    log: results/fab/logs/make_cam/00001.log\n\n"
+    )
+    (run_dir / "cam" / "shard-00001.h5").unlink()
     # a corrupt shard
     (run_dir / "irnet" / "shard-00000.h5").write_bytes(b"not hdf5")
     # a config change of the random walk: pseudo labels stale, CAMs not
@@ -66,7 +75,9 @@ def test_failed_stale_and_interrupted_jobs(fabricated: FabricatedRun, tmp_path: 
     )
     assert pseudo[1].log.endswith("logs/pseudo_labels/00001.log")
     assert pseudo[0].state == "stale" and "random_walk" in pseudo[0].detail
-    assert states(status, "make_cam") == {0: "done", 1: "done"}
+    cams = {item.shard: item for item in status.items if item.stage == "make_cam"}
+    assert cams[0].state == "done"
+    assert cams[1].state == "failed" and cams[1].detail == "Snakemake: job of rule make_cam killed by SIGTERM"
     assert states(status, "ir_labels")[0] == "interrupted"
     irnet = {item.shard: item for item in status.items if item.stage == "irnet_infer"}
     assert irnet[0].state == "failed" and "not a readable HDF5 file" in irnet[0].detail
