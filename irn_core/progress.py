@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sized
 from typing import TypeVar
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 Item = TypeVar("Item")
 
@@ -57,7 +58,9 @@ def track(
         total = len(items)
     started = time.perf_counter()
     done = 0
-    with tqdm(items, total=total, desc=description, unit=unit, disable=None, leave=False) as bar:
+    # log lines go through tqdm.write while the bar is shown, so that they do not break it
+    with logging_redirect_tqdm(), tqdm(items, total=total, desc=description, unit=unit, disable=None,
+                                       leave=False) as bar:
         for item in bar:
             yield item
             done += 1
