@@ -31,14 +31,16 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_line(description: str, done: int, total: int | None, elapsed: float, unit: str = "image") -> str:
-    """``"<description>: 25/80 images (31%), 1.9 images/s, ETA 0:00:29"`` (no total: no share, no ETA)."""
+    """``"<description>: 25/80 images (31%), 1.9 images/s, ETA 0:00:29"`` (no total: no share, no ETA;
+    under one item per second the time per item: ``2.5 s/image``)."""
     rate = done / elapsed if elapsed > 0 else 0.0
     units = f"{unit}s"
+    speed = f"{rate:.1f} {units}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s/{unit}"
     if total:
         remaining = (total - done) / rate if rate > 0 else float("nan")
         eta = format_duration(remaining) if remaining == remaining else "?"
-        return f"{description}: {done}/{total} {units} ({100 * done / total:.0f}%), {rate:.1f} {units}/s, ETA {eta}"
-    return f"{description}: {done} {units}, {rate:.1f} {units}/s"
+        return f"{description}: {done}/{total} {units} ({100 * done / total:.0f}%), {speed}, ETA {eta}"
+    return f"{description}: {done} {units}, {speed}"
 
 
 def track(

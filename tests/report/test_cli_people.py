@@ -77,7 +77,8 @@ def test_progress_logs_every_n_items_with_eta(caplog: pytest.LogCaptureFixture) 
     assert [line.split(":")[1].split()[0] for line in lines] == ["3/7", "6/7", "7/7"]
     assert all("images/s" in line and "ETA" in line for line in lines)
     assert lines[-1].startswith("shard 3: 7/7 images (100%)") and lines[-1].endswith("ETA 0:00:00")
-    assert progress_line("x", 5, 10, 10.0) == "x: 5/10 images (50%), 0.5 images/s, ETA 0:00:10"
+    assert progress_line("x", 5, 10, 2.0) == "x: 5/10 images (50%), 2.5 images/s, ETA 0:00:02"
+    assert progress_line("x", 5, 10, 10.0) == "x: 5/10 images (50%), 2.0 s/image, ETA 0:00:10"
     assert progress_line("x", 3, None, 1.0, unit="step") == "x: 3 steps, 3.0 steps/s"
     assert format_duration(3725.4) == "1:02:05"
     with pytest.raises(ValueError):
