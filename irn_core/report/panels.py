@@ -90,27 +90,35 @@ def boundary_panel(boundary_s4: np.ndarray, image_size: Sequence[int], *, stride
 
 
 def instance_centres(
-    displacement_s4: np.ndarray, *, iterations: int = 300, threshold: float = 2.5
+    displacement_s4: np.ndarray, *, iterations: int = 300, threshold: float = 2.5, spread_ratio: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class-agnostic instance map and the centroid of each instance, from a displacement field.
 
     ``displacement_s4``: (2, h, w), channel 0 = y. Returns the clusters of
     :func:`irn_core.instances.cluster_centroids` ((n, h, w) bool, with ``iterations`` refinement
     steps and candidate threshold ``threshold``, as the pipeline uses them) and (m, 2) float64
-    (y, x) at stride 4: the mean refined centroid of each cluster's pixels (where they converge),
-    for the m clusters that converge on a candidate centroid (not the extra cluster of pixels whose
-    centroid lands where the displacement is strong).
+    (y, x) at stride 4: the mean refined centroid of the clusters whose pixels converge, i.e. whose
+    refined centroids land on a candidate centroid (not the extra cluster) and lie closer together
+    than ``spread_ratio`` times the pixels themselves (mean distance to their mean). Clusters whose
+    pixels stay where they are, as the background's (displacement about 0), have no centroid.
     """
     displacement_s4 = np.asarray(displacement_s4, dtype=np.float32)
     refined = find_centroids(displacement_s4, iterations=iterations)
     clusters = cluster_centroids(refined, displacement_s4, threshold=threshold)
     strength = np.sqrt(displacement_s4[1] ** 2 + displacement_s4[0] ** 2)  # as cluster_centroids
     converged = strength[refined[0], refined[1]] < np.float32(threshold)
-    centres = np.array(
-        [[refined[0][cluster].mean(), refined[1][cluster].mean()] for cluster in clusters if converged[cluster].all()],
-        dtype=np.float64,
-    ).reshape(-1, 2)
-    return clusters, centres
+    rows, columns = np.indices(strength.shape)
+    centres = []
+    for cluster in clusters:
+        if not converged[cluster].all():
+            continue
+        landed = np.stack([refined[0][cluster], refined[1][cluster]], axis=1).astype(np.float64)
+        pixels = np.stack([rows[cluster], columns[cluster]], axis=1).astype(np.float64)
+        landed_spread = np.linalg.norm(landed - landed.mean(axis=0), axis=1).mean()
+        pixel_spread = np.linalg.norm(pixels - pixels.mean(axis=0), axis=1).mean()
+        if landed_spread <= spread_ratio * pixel_spread:
+            centres.append(landed.mean(axis=0))
+    return clusters, np.asarray(centres, dtype=np.float64).reshape(-1, 2)
 
 
 def _draw_dots(picture: np.ndarray, points: np.ndarray, radius: float) -> np.ndarray:

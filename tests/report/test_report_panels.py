@@ -116,24 +116,24 @@ def test_instance_panel_colours_and_score_order() -> None:
 
 
 def test_instance_centres_find_the_points_pixels_converge_to() -> None:
-    height, width = 12, 20
+    # two objects whose pixels point at their centres, and a background that does not move
+    height, width = 12, 30
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     field = np.zeros((2, height, width), np.float32)
-    left = x < 10
-    for mask, (centre_y, centre_x) in ((left, (5.0, 4.0)), (~left, (6.0, 15.0))):
+    for mask, (centre_y, centre_x) in (((x < 10), (5.0, 4.0)), (((x >= 10) & (x < 20)), (6.0, 15.0))):
         field[0][mask] = centre_y - y[mask]
         field[1][mask] = centre_x - x[mask]
     clusters, centres = panels.instance_centres(field, iterations=50, threshold=2.5)
-    assert clusters.shape[1:] == (height, width) and clusters.sum(axis=0).max() == 1
-    found = sorted(map(tuple, np.round(centres).astype(int)))
-    assert (5, 4) in found and (6, 15) in found
-    picture = panels.displacement_panel(field, (48, 80), centres_s4=centres)
-    assert picture.shape == (48, 80, 3)
+    assert clusters.shape == (3, height, width) and clusters.sum(axis=0).max() == 1
+    assert sorted(map(tuple, np.round(centres).astype(int))) == [(5, 4), (6, 15)]  # none for the background
+    picture = panels.displacement_panel(field, (48, 120), centres_s4=centres)
+    assert picture.shape == (48, 120, 3)
+    assert tuple(picture[20, 110]) == (255, 255, 255)  # no motion: white
     # a white dot of radius 2 ringed in black (out to radius 3) at each centre, in image pixels
-    rows, columns = np.mgrid[0:48, 0:80]
+    rows, columns = np.mgrid[0:48, 0:120]
     for centre_y, centre_x in centres * 4 + 1.5:
         distance = np.hypot(rows - centre_y, columns - centre_x)
         assert np.all(picture[distance <= 2] == 255)
         assert np.all(picture[(distance > 2) & (distance <= 3)] == 0)
-    map_picture = panels.instance_map_panel(clusters, (48, 80))
+    map_picture = panels.instance_map_panel(clusters, (48, 120))
     assert len({tuple(pixel) for pixel in map_picture.reshape(-1, 3)}) == clusters.shape[0]
