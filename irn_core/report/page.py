@@ -311,11 +311,13 @@ def _metrics_html(metrics: dict[str, dict[str, float]]) -> str:
     for stage, values in metrics.items():
         shown = [(name, value) for name, value in values.items() if name != "images"]
         images = values.get("images")
+        span = f' rowspan="{len(shown)}"'
         for index, (name, value) in enumerate(shown):
-            stage_cell = f'<td class="name" rowspan="{len(shown)}">{_escape(stage)}</td>' if index == 0 else ""
-            rows.append(f"<tr>{stage_cell}<td class=\"name\">{_escape(name)}</td><td>{_percent(value)}</td>"
-                        + (f'<td rowspan="{len(shown)}">{int(images)}</td>' if index == 0 and images is not None
-                           else ("<td></td>" if index == 0 else "")) + "</tr>")
+            cells = f'<td class="name"{span}>{_escape(stage)}</td>' if index == 0 else ""
+            cells += f'<td class="name">{_escape(name)}</td><td>{_percent(value)}</td>'
+            if index == 0:
+                cells += f"<td{span}>{int(images) if images is not None else ''}</td>"
+            rows.append(f"<tr>{cells}</tr>")
     return ('<table><tr><th class="name">stage</th><th class="name">metric</th><th>value (%)</th>'
             "<th>images</th></tr>" + "".join(rows) + "</table>")
 
@@ -375,8 +377,8 @@ def _gallery_html(gallery: Gallery, output: Path) -> str:
                 f"<figcaption>{_escape(panel.title)}</figcaption></figure>"
             )
         parts.append(
-            f'<div class="row" id="{_escape(safe_name(row.selection.image_id))}"><h3>{_escape(heading)} · '
-            f'<a href="{_escape(row.figure)}">figure PNG</a></h3>'
+            f'<div class="row" id="{_escape(gallery.role)}-{_escape(safe_name(row.selection.image_id))}">'
+            f'<h3>{_escape(heading)} · <a href="{_escape(row.figure)}">figure PNG</a></h3>'
             f'<div class="panels">{"".join(figures_html)}</div></div>'
         )
     return "\n".join(parts)
