@@ -231,7 +231,7 @@ def _job(
         else:
             continue
         if state != "done":
-            return Item(stage, shard, state, detail, relative_log if log.exists() else "")
+            return Item(stage, shard, state, detail)  # the file itself is the problem, not the job's log
     return Item(stage, shard, "done")
 
 
