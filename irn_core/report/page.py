@@ -278,7 +278,7 @@ th { background: #f3f3f3; } td.name, th.name { text-align: left; }
 .row h3 { font-size: 1em; margin: 0 0 0.3em 0; }
 .panels { display: flex; flex-wrap: wrap; gap: 8px 6px; }
 figure { margin: 0; flex: 0 0 auto; width: min-content; }
-figure img.panel { height: 150px; width: auto; display: block; border: 1px solid #ccc; }
+figure img.panel { height: 132px; width: auto; display: block; border: 1px solid #ccc; }
 figcaption { font-size: 0.75em; color: #333; margin-top: 2px; line-height: 1.2; }
 .chart img { max-width: 100%; height: auto; border: 0; }
 .legend { display: flex; flex-wrap: wrap; gap: 0.3em 1em; align-items: center; font-size: 0.85em; margin: 0.5em 0; }
