@@ -5,13 +5,16 @@ constant of the reference implementation is a named field whose default is the r
 Reproduction quirks of the reference code are named options resolved from ``preset``:
 
 ``preset: paper``
-    reproduce the reference exactly, quirks included: the reference's ``PolyOptimizer`` passes
-    its weight decay positionally into ``torch.optim.SGD``'s momentum slot, so the effective SGD
-    momentum is 1e-4 (jiwoon-ahn/psa#28).
+    reproduce the reference, quirks included: the reference's ``PolyOptimizer`` passes its weight
+    decay positionally into ``torch.optim.SGD``'s momentum slot, so the effective SGD momentum is
+    1e-4 (jiwoon-ahn/psa#28); CAMs are kept in float32.
 ``preset: fixed``
-    the evident intent: SGD momentum 0.9.
+    the evident intent: SGD momentum 0.9; CAMs stored as float16 (half the disk; see the README's
+    measurement of its effect).
 
-An explicit ``momentum`` in a stage's optimizer section overrides the preset.
+The preset governs exactly these fields, each only where the config leaves it unset (None): every
+optimizer's ``momentum`` and ``cam.infer.float16``. Every other departure from the reference is an
+option of its own, with the reference's behaviour as its default under both presets.
 
 ``schema()`` returns the JSON schema (``config/schema.json`` is generated from it and a test
 keeps the two in sync); :func:`load_config` validates a mapping or YAML files.
@@ -33,6 +36,7 @@ from irn_core.data.synthetic import SyntheticConfig
 from irn_core.errors import ConfigError
 
 PRESET_MOMENTUM: dict[str, float] = {"paper": 1e-4, "fixed": 0.9}
+PRESET_CAM_FLOAT16: dict[str, bool] = {"paper": False, "fixed": True}
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
 
 
@@ -132,7 +136,11 @@ class CAMTrainConfig(ScheduleFields):
 class CAMInferConfig(_Section):
     scales: tuple[float, ...] = Field((1.0, 0.5, 1.5, 2.0), min_length=1, description="input scales (summed)")
     flip: bool = Field(True, description="add the horizontally flipped input at every scale (summed)")
-    float16: bool = Field(True, description="store CAMs as float16 in the HDF5 shards")
+    float16: bool | None = Field(
+        None,
+        description="store CAMs as float16 in the HDF5 shards (None: from preset; paper: float32 as the "
+        "reference, fixed: float16, half the size)",
+    )
 
 
 class CAMConfig(_Section):
@@ -356,6 +364,12 @@ class RunConfig(_Section):
     def momentum(self, optimizer: OptimizerConfig) -> float:
         """The effective SGD momentum of ``optimizer`` under this run's preset."""
         return optimizer.momentum if optimizer.momentum is not None else PRESET_MOMENTUM[self.preset]
+
+    @property
+    def cam_float16(self) -> bool:
+        """Whether CAMs are stored as float16, under this run's preset."""
+        float16 = self.cam.infer.float16
+        return float16 if float16 is not None else PRESET_CAM_FLOAT16[self.preset]
 
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {

@@ -51,6 +51,12 @@ def test_presets_resolve_the_momentum_quirk() -> None:
     assert explicit.momentum(explicit.cam.train.optimizer) == 0.5
 
 
+def test_presets_resolve_the_cam_storage_precision() -> None:
+    assert validate_config({"preset": "paper"}).cam_float16 is False
+    assert validate_config({"preset": "fixed"}).cam_float16 is True
+    assert validate_config({"preset": "paper", "cam": {"infer": {"float16": True}}}).cam_float16 is True
+
+
 def test_files_merge_left_to_right(tmp_path: Path) -> None:
     override = tmp_path / "override.yaml"
     override.write_text("name: other\ncam:\n  train:\n    epochs: 2\n")
