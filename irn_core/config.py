@@ -244,7 +244,8 @@ class ComputeConfig(_Section):
 
 class DeepLabBackboneConfig(BackboneConfig):
     output_stride: Literal[8, 16] = Field(
-        8, description="8: layer3/layer4 dilated by 2/4 instead of strided (DeepLab v2); 16: stage 5 stride 1, no dilation"
+        8,
+        description="8: layer3/layer4 dilated by 2/4 instead of strided (DeepLab v2); 16: stage 5 stride 1, no dilation",
     )
     frozen_batchnorm: bool = Field(
         True, description="BatchNorm frozen as the recipe: running statistics, affine parameters not trained"
@@ -328,7 +329,9 @@ class DeepLabConfig(_Section):
 
     enabled: bool = Field(False, description="train and evaluate DeepLab v2 (needs dataset.downstream_split)")
     backbone: DeepLabBackboneConfig = DeepLabBackboneConfig()
-    atrous_rates: tuple[int, ...] = Field((6, 12, 18, 24), min_length=1, description="dilations of the v2 ASPP branches")
+    atrous_rates: tuple[int, ...] = Field(
+        (6, 12, 18, 24), min_length=1, description="dilations of the v2 ASPP branches"
+    )
     train: DeepLabTrainConfig = DeepLabTrainConfig()
     infer: DeepLabInferConfig = DeepLabInferConfig()
 

@@ -190,7 +190,9 @@ def _dilate_instead_of_stride(layer: nn.Sequential, *, previous_dilation: int, d
     3x3 convolution, as the reference), gets ``previous_dilation``; every later 3x3 convolution of the
     layer ``dilation``; padding equals dilation, so spatial sizes are kept.
     """
-    convolutions = [module for module in layer.modules() if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3)]
+    convolutions = [
+        module for module in layer.modules() if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3)
+    ]
     for index, convolution in enumerate(convolutions):
         rate = previous_dilation if index == 0 else dilation
         convolution.stride = (1, 1)
@@ -422,8 +424,13 @@ class EfficientNetLite0(nn.Module):
     """
 
     def __init__(
-        self, norm_layer: NormLayer = nn.BatchNorm2d, *, stride32_stride: int = 1, input_adapter: str = "tensorflow_lite",
-        stride16_stride: int = 2, dilate: bool = False,
+        self,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        *,
+        stride32_stride: int = 1,
+        input_adapter: str = "tensorflow_lite",
+        stride16_stride: int = 2,
+        dilate: bool = False,
     ) -> None:
         super().__init__()
         if input_adapter not in ("tensorflow_lite", "none"):

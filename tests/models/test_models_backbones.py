@@ -211,8 +211,8 @@ def test_imagenet_resnet_download_failures_raise_a_clear_error(tmp_path: Path, m
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
     absent = tmp_path / "server" / "resnet18-f37072fd.pth"  # no such file: the download fails as offline
     monkeypatch.setattr(backbones, "resnet_imagenet_url", lambda name: absent.as_uri())
-    with pytest.raises(ConfigError, match=r"could not be downloaded.*place resnet18-f37072fd\.pth \(from file://.*\) in "
-                       + re.escape(str(hub / "checkpoints"))):
+    expected = r"could not be downloaded.*place resnet18-f37072fd\.pth \(from file://.*\) in "
+    with pytest.raises(ConfigError, match=expected + re.escape(str(hub / "checkpoints"))):
         build_backbone("resnet18")
     # a corrupted download (hash mismatch) is refused and leaves nothing in the cache
     source, _ = _hashed_weight_file(tmp_path / "server", seed=5)

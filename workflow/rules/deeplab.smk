@@ -51,7 +51,8 @@ for _labels in DEEPLAB_LABEL_SOURCES:
         benchmark:
             W.path("benchmarks", f"deeplab_infer_{_labels}", "{shard}.tsv")
         shell:
-            W.irn("deeplab-infer") + " --shard {wildcards.shard} --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
+            W.irn("deeplab-infer")
+            + " --shard {wildcards.shard} --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
 
     rule:
         name:
