@@ -122,7 +122,10 @@ def run_train_deeplab(
 
             else:
                 label_source = dataset.semantic_mask
-                description = "ground-truth mask"  # type: ignore[assignment]
+
+                def description(image_id: str) -> str:
+                    return "ground-truth mask"
+
             model, record = train_deeplab(
                 dataset, image_ids, label_source, settings, device=device, context=context,
                 label_description=description,
