@@ -53,26 +53,27 @@ def run_export(
     ``ground_truth`` the dataset's images + one instances JSON per split under the folder ``output``;
     ``what="png"``: shards -> ``SegmentationClass`` / ``SegmentationObject`` PNGs under ``output``.
     ``role`` keeps the ids of one split role (infer, downstream, val)."""
-    dataset = open_run_dataset(config)
+    if what not in ("coco", "png"):
+        raise ConfigError(f"irn export: --what must be coco or png, got {what!r}")
     if ground_truth:
         if what != "coco":
             raise ConfigError("irn export --ground-truth writes a COCO-format dataset: use --what coco")
         names = list(splits) if splits else sorted({split for split in role_splits(config).values() if split})
-        written = export.export_coco_dataset(dataset, {name: split_ids(config, name) for name in names}, output)
+        ids = {name: split_ids(config, name) for name in names}
+        written = export.export_coco_dataset(open_run_dataset(config), ids, output)
         for name, files in written.items():
             logger.info("split %s: images in %s, annotations %s", name, files["image_dir"], files["annotation_file"])
         return
     product = shard_product(inputs)
     image_ids = shard_plan(config).all_ids(role) if role else None
     threshold = min_score if min_score is not None else default_min_score(product)
-    if what == "coco":
-        if product not in INSTANCE_PRODUCTS:
-            raise ConfigError(f"irn export --what coco takes instance shards ({', '.join(INSTANCE_PRODUCTS)}), "
-                              f"got {product!r}")
-        data = export.store_to_coco(inputs, dataset, product=product, image_ids=image_ids, min_score=threshold)
-        export.write_coco_json(output, export.coco_results(data) if results else data)
-        logger.info("wrote %s: %d images, %d instances", output, len(data["images"]), len(data["annotations"]))
-    elif what == "png":
+    if what == "png":
         export.export_pngs(inputs, output, product=product, min_score=threshold, image_ids=image_ids)
-    else:
-        raise ConfigError(f"irn export: --what must be coco or png, got {what!r}")
+        return
+    if product not in INSTANCE_PRODUCTS:
+        raise ConfigError(f"irn export --what coco takes instance shards ({', '.join(INSTANCE_PRODUCTS)}), "
+                          f"got {product!r}")
+    data = export.store_to_coco(inputs, open_run_dataset(config), product=product, image_ids=image_ids,
+                                min_score=threshold)
+    export.write_coco_json(output, export.coco_results(data) if results else data)
+    logger.info("wrote %s: %d images, %d instances", output, len(data["images"]), len(data["annotations"]))

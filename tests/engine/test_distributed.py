@@ -32,7 +32,7 @@ def _run(kind: str, processes: int, output: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["cam", "irnet"])
+@pytest.mark.parametrize("kind", ["cam", "irnet", "maskrcnn"])
 def test_two_processes_give_the_one_process_update(tmp_path: Path, kind: str) -> None:
     single = _run(kind, 1, tmp_path / "one.pt")
     double = _run(kind, 2, tmp_path / "two.pt")
@@ -44,7 +44,12 @@ def test_two_processes_give_the_one_process_update(tmp_path: Path, kind: str) ->
     from irn_core.models.backbones import build_backbone
 
     torch.manual_seed(3 if kind == "cam" else 0)
-    if kind == "cam":
+    if kind == "maskrcnn":
+        sys.path.insert(0, str(WORKER.parent))
+        from ddp_worker import tiny_maskrcnn
+
+        fresh = tiny_maskrcnn().state_dict()
+    elif kind == "cam":
         from irn_core.models.cam import CAMNet
 
         fresh = CAMNet(build_backbone("resnet18", weights="none"), 3, frozen_stages=0).state_dict()
