@@ -303,7 +303,8 @@ def stored_instances(
         attributes = store.attributes(image_id)
         size = (int(attributes["height"]), int(attributes["width"]))
         yield ImageInstances(
-            image_id, image_file_name(dataset, image_id), size, stored["masks_s1"], stored["class_ids"], stored["scores"]
+            image_id, image_file_name(dataset, image_id), size, stored["masks_s1"], stored["class_ids"],
+            stored["scores"],
         )
 
 

@@ -16,7 +16,8 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
 def test_downstream_subcommands_parse() -> None:
     parser = build_parser()
-    arguments = parser.parse_args(["train-maskrcnn", "--config", "c.yaml", "--instances", "a.h5", "b.h5", "--out", "m.pt"])
+    arguments = parser.parse_args(["train-maskrcnn", "--config", "c.yaml", "--instances", "a.h5", "b.h5",
+                                   "--out", "m.pt"])
     assert arguments.instances == ["a.h5", "b.h5"] and arguments.max_steps is None
     arguments = parser.parse_args(["maskrcnn-infer", "--config", "c.yaml", "--shard", "3", "--checkpoint", "m.pt",
                                    "--out", "o.h5"])
@@ -34,7 +35,8 @@ def test_export_png_of_an_instance_shard(tmp_path: Path) -> None:
     masks[0, :3, :3] = True
     masks[1, 2:5, 2:6] = True
     with ShardWriter(shard, product="maskrcnn", config_hash="x", shard_index=0) as writer:
-        writer.add("img1", {"masks_s1": masks, "class_ids": np.array([3, 1]), "scores": np.array([0.2, 0.9], np.float32)})
+        writer.add("img1", {"masks_s1": masks, "class_ids": np.array([3, 1]),
+                            "scores": np.array([0.2, 0.9], np.float32)})
     out = tmp_path / "png"
     assert main(["export", "--config", str(CONFIG), "--what", "png", "--inputs", str(shard), "--out", str(out)]) == 0
     objects = read_label_png(out / "SegmentationObject" / "img1.png")

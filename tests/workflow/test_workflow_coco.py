@@ -60,7 +60,8 @@ def coco_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "kind": "coco",
             "root": "data/coco",
             "coco_splits": {
-                split: {"annotation_file": f"data/coco/annotations/instances_{split}.json", "image_dir": f"data/coco/{split}"}
+                split: {"annotation_file": f"data/coco/annotations/instances_{split}.json",
+                        "image_dir": f"data/coco/{split}"}
                 for split in ("train", "val")
             },
             "train_split": "train",
