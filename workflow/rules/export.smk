@@ -9,7 +9,7 @@ def _export_targets():
     roles = ["infer"] + (["downstream"] if RUN.dataset.downstream_split else [])
     targets = [W.path("export", "coco", f"instances_{role}.json") for role in roles]
     targets += [W.path("export", "png", product) for product in ("semantic", "instances")]
-    if RUN.dataset.downstream_split and RUN.maskrcnn.enabled:
+    if RUN.dataset.downstream_split and RUN.dataset.val_split and RUN.maskrcnn.enabled:
         targets += [W.path("export", "coco", "maskrcnn_val.json"), W.path("export", "png", "maskrcnn")]
     return targets
 
