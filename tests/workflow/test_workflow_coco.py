@@ -15,6 +15,8 @@ import pytest
 import yaml
 from pycocotools import mask as mask_utils
 
+from irn_core.data.coco import quiet_pycocotools
+
 from .test_workflow import TINY_CONFIG, snakemake
 
 SYNTHETIC = {**TINY_CONFIG["dataset"]["synthetic"], "num_train": 6, "num_val": 3}
@@ -119,8 +121,9 @@ def test_exported_pseudo_labels_equal_the_stored_instances(coco_run: Path) -> No
                     ()].any(axis=(1, 2))]
     for image_number, image_id in by_image.items():
         annotations = sorted((a for a in data["annotations"] if a["image_id"] == image_number), key=lambda a: a["id"])
-        decoded = [mask_utils.decode({**a["segmentation"], "counts": a["segmentation"]["counts"].encode()})
-                   for a in annotations]
+        with quiet_pycocotools():
+            decoded = [mask_utils.decode({**a["segmentation"], "counts": a["segmentation"]["counts"].encode()})
+                       for a in annotations]
         assert len(decoded) == len(stored[image_id])
         for mask, expected in zip(decoded, stored[image_id]):
             np.testing.assert_array_equal(mask.astype(bool), expected)
