@@ -94,15 +94,43 @@ class _StoredInstances(Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
         return len(self.image_ids)
 
 
-def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
-    """VOC mask AP at the configured IoU thresholds and mAP^r_vol (0.1 ... 0.9) on the inference images."""
+def _role_split(config: RunConfig, role: str) -> str | None:
+    return {"infer": config.dataset.infer_split, "val": config.dataset.val_split}.get(role)
+
+
+def coco_ground_truth(config: RunConfig, role: str, image_ids: Sequence[str]) -> object:
+    """The pycocotools ``COCO`` ground truth of the ids of ``role``: a COCO dataset's own annotation file
+    (crowd regions included), else one built from the dataset's instance masks."""
     dataset = open_run_dataset(config)
+    if config.dataset.kind == "coco":
+        split = _role_split(config, role)
+        return dataset.ground_truth(split) if hasattr(dataset, "ground_truth") else dataset.coco
+    from irn_core.export import coco_object, ground_truth_coco
+
+    return coco_object(ground_truth_coco(dataset, image_ids))
+
+
+def evaluate_instance_predictions(
+    config: RunConfig,
+    instance_paths: Sequence[Path],
+    output_prefix: Path,
+    *,
+    role: str,
+    product: str,
+    title: str,
+    coco_ap: bool,
+) -> dict[str, float]:
+    """VOC mask AP (ChainerCV rules) at the configured IoU thresholds and mAP^r_vol (0.1 ... 0.9) of the
+    ``product`` shards (``masks_s1``, ``class_ids``, ``scores``) on the ids of split role ``role``
+    (``infer``: pseudo labels, ``val``: downstream predictions); with ``coco_ap`` also COCO mask AP."""
+    dataset = open_run_dataset(config)
+    image_ids = shard_plan(config).all_ids(role)
     thresholds = tuple(sorted(set(config.evaluation.iou_thresholds) | set(evaluation.VOLUME_IOU_THRESHOLDS)))
     accumulator = evaluation.InstanceAPAccumulator(
         len(dataset.class_names), thresholds, matching=config.evaluation.matching
     )
-    with ShardedStore(instance_paths, product="instances") as store:
-        for image_id in tqdm(_infer_ids(config), desc="evaluate instances", unit="image"):
+    with ShardedStore(instance_paths, product=product) as store:
+        for image_id in tqdm(image_ids, desc=f"evaluate {product}", unit="image", disable=None):
             predicted = store.read(image_id, ["masks_s1", "class_ids", "scores"])
             gt_masks, gt_class_ids = dataset.instance_masks(image_id)
             accumulator.add(predicted["masks_s1"], predicted["class_ids"], predicted["scores"], gt_masks, gt_class_ids)
@@ -115,11 +143,12 @@ def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], ou
     evaluation.write_table(table, output_prefix)
     summary = {f"mAP@{threshold:g}": float(results[threshold][1]) for threshold in config.evaluation.iou_thresholds}
     summary["mAP_vol"] = float(evaluation.map_r_vol(results))
-    if config.dataset.kind == "coco":
-        with ShardedStore(instance_paths, product="instances") as store:
-            coco = evaluation.coco_mask_ap(_StoredInstances(store, _infer_ids(config)), dataset.coco)
+    if coco_ap:
+        ground_truth = coco_ground_truth(config, role, image_ids)
+        with ShardedStore(instance_paths, product=product) as store:
+            coco = evaluation.coco_mask_ap(_StoredInstances(store, image_ids), ground_truth)
         summary.update({f"COCO {name}": value for name, value in coco.items()})
-    logger.info("instance pseudo labels: %s", ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
+    logger.info("%s: %s", title, ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
     return summary
 
 
@@ -147,6 +176,19 @@ beside ours for orientation only (README: where each comes from)."""
 
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
+def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """Instance pseudo labels on the inference images (COCO mask AP too on COCO datasets)."""
+    return evaluate_instance_predictions(
+        config, instance_paths, output_prefix, role="infer", product="instances", title="instance pseudo labels",
+        coco_ap=config.dataset.kind == "coco",
+    )
+
+
+def run_evaluate_maskrcnn(config: RunConfig, prediction_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """Mask R-CNN's predictions on the val images: mAP^r and COCO mask AP."""
+    return evaluate_instance_predictions(
+        config, prediction_paths, output_prefix, role="val", product="maskrcnn", title="Mask R-CNN", coco_ap=True
+    )
 
 
 def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) -> None:
