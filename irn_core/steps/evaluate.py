@@ -152,6 +152,21 @@ def evaluate_instance_predictions(
     return summary
 
 
+def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """Instance pseudo labels on the inference images (COCO mask AP too on COCO datasets)."""
+    return evaluate_instance_predictions(
+        config, instance_paths, output_prefix, role="infer", product="instances", title="instance pseudo labels",
+        coco_ap=config.dataset.kind == "coco",
+    )
+
+
+def run_evaluate_maskrcnn(config: RunConfig, prediction_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """Mask R-CNN's predictions on the val images: mAP^r and COCO mask AP."""
+    return evaluate_instance_predictions(
+        config, prediction_paths, output_prefix, role="val", product="maskrcnn", title="Mask R-CNN", coco_ap=True
+    )
+
+
 SUMMARY_ROWS: tuple[tuple[str, str, str, str, float | None], ...] = (
     # (metrics file key, metric name, row label, split role, the paper's VOC 2012 figure)
     ("cam", "mIoU", "CAM (background 0.15)", "infer", 48.3),
@@ -176,19 +191,6 @@ beside ours for orientation only (README: where each comes from)."""
 
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
-def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
-    """Instance pseudo labels on the inference images (COCO mask AP too on COCO datasets)."""
-    return evaluate_instance_predictions(
-        config, instance_paths, output_prefix, role="infer", product="instances", title="instance pseudo labels",
-        coco_ap=config.dataset.kind == "coco",
-    )
-
-
-def run_evaluate_maskrcnn(config: RunConfig, prediction_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
-    """Mask R-CNN's predictions on the val images: mAP^r and COCO mask AP."""
-    return evaluate_instance_predictions(
-        config, prediction_paths, output_prefix, role="val", product="maskrcnn", title="Mask R-CNN", coco_ap=True
-    )
 
 
 def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) -> None:
