@@ -59,6 +59,13 @@ class Stage:
     applies: Callable[[RunConfig], bool] = lambda config: True
 
 
+def _downstream(config: RunConfig, model: str, *, val: bool = False) -> bool:
+    """Whether the workflow has the rules of a downstream model (``deeplab``, ``maskrcnn``), as the
+    Snakefile includes them; with ``val``, its prediction and evaluation rules."""
+    enabled = getattr(config, model).enabled and config.dataset.downstream_split is not None
+    return enabled and (not val or config.dataset.val_split is not None)
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("shard_plan", ("shards.json",), "logs/shard_plan.log"),
     Stage("train_cam", ("models/cam.pt",), "logs/train_cam.log", applies=lambda c: c.cam.import_dir is None),
@@ -71,6 +78,24 @@ STAGES: tuple[Stage, ...] = (
     Stage("evaluate_cam", ("evaluation/cam.json",), "logs/evaluate_cam.log"),
     Stage("evaluate_semantic", ("evaluation/semantic.json",), "logs/evaluate_semantic.log"),
     Stage("evaluate_instances", ("evaluation/instances.json",), "logs/evaluate_instances.log"),
+    *(
+        stage
+        for labels in ("pseudo", "ground_truth")
+        for stage in (
+            Stage(f"train_deeplab_{labels}", (f"models/deeplab_{labels}.pt",), f"logs/train_deeplab_{labels}.log",
+                  applies=lambda c: _downstream(c, "deeplab")),
+            Stage(f"deeplab_infer_{labels}", (f"deeplab_{labels}",), f"logs/deeplab_infer_{labels}/{{shard}}.log",
+                  True, lambda c: _downstream(c, "deeplab", val=True)),
+            Stage(f"evaluate_deeplab_{labels}", (f"evaluation/deeplab_{labels}.json",),
+                  f"logs/evaluate_deeplab_{labels}.log", applies=lambda c: _downstream(c, "deeplab", val=True)),
+        )
+    ),
+    Stage("train_maskrcnn", ("models/maskrcnn.pt",), "logs/train_maskrcnn.log",
+          applies=lambda c: _downstream(c, "maskrcnn")),
+    Stage("maskrcnn_infer", ("maskrcnn",), "logs/maskrcnn_infer/{shard}.log", True,
+          lambda c: _downstream(c, "maskrcnn", val=True)),
+    Stage("evaluate_maskrcnn", ("evaluation/maskrcnn.json",), "logs/evaluate_maskrcnn.log",
+          applies=lambda c: _downstream(c, "maskrcnn", val=True)),
     Stage("summary", ("evaluation/summary.md",), "logs/summary.log"),
     Stage("report", ("report/index.html",), "logs/report.log"),
 )
@@ -158,7 +183,9 @@ def recorded_staleness(recorded: dict[str, Any], recorded_hash: str, current: di
                   != json.dumps(recorded[key], sort_keys=True, default=str))
 
 
-def _shard_state(path: Path, expected_ids: Sequence[str], product: str, current: dict[str, Any]) -> tuple[str, str]:
+def _shard_state(
+    path: Path, expected_ids: Sequence[str], product: str | None, current: dict[str, Any]
+) -> tuple[str, str]:
     try:
         with ShardReader(path, product=product) as reader:
             changed = recorded_staleness(reader.config, reader.config_hash, current)
@@ -216,16 +243,16 @@ def _missing_state(log: Path, locked: bool, reported: str | None = None) -> tupl
 
 def _job(
     stage: str, shard: int | None, outputs: Sequence[Path], log: Path, *, locked: bool, current: dict[str, Any],
-    expected_ids: Sequence[str] = (), products: Sequence[str] = (), failures: dict[str, str] | None = None,
+    expected_ids: Sequence[str] = (), failures: dict[str, str] | None = None,
 ) -> Item:
     missing = [path for path in outputs if not path.exists()]
     relative_log = str(log)
     if missing:
         state, detail = _missing_state(log, locked, _reported(missing, failures or {}))
         return Item(stage, shard, state, detail, relative_log if log.exists() else "")
-    for index, path in enumerate(outputs):
-        if path.suffix == ".h5":
-            state, detail = _shard_state(path, expected_ids, products[index] if products else None, current)
+    for path in outputs:
+        if path.suffix == ".h5":  # folder names may differ from the product (deeplab_pseudo holds 'deeplab')
+            state, detail = _shard_state(path, expected_ids, None, current)
         elif path.suffix == ".pt":
             state, detail = _checkpoint_state(path, current)
         else:
@@ -310,8 +337,7 @@ def run_status(config: RunConfig, plan: ShardPlan, *, workdir: Path = Path("."))
             log = Path(str(log_pattern).replace("{shard}", f"{shard:05d}"))
             status.items.append(
                 _job(stage.name, shard, outputs, log, locked=locked, current=current,
-                     expected_ids=plan.product_ids(shard, stage.outputs[0]), products=stage.outputs,
-                     failures=failures)
+                     expected_ids=plan.product_ids(shard, stage.outputs[0]), failures=failures)
             )
     status.items.extend(_other_products(run_dir, known_products, plan, current))
     return status

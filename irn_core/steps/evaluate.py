@@ -98,16 +98,44 @@ class _StoredInstances(Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
         return len(self.image_ids)
 
 
-def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
-    """VOC mask AP at the configured IoU thresholds and mAP^r_vol (0.1 ... 0.9) on the inference images."""
+def _role_split(config: RunConfig, role: str) -> str | None:
+    return {"infer": config.dataset.infer_split, "val": config.dataset.val_split}.get(role)
+
+
+def coco_ground_truth(config: RunConfig, role: str, image_ids: Sequence[str]) -> object:
+    """The pycocotools ``COCO`` ground truth of the ids of ``role``: a COCO dataset's own annotation file
+    (crowd regions included), else one built from the dataset's instance masks."""
     dataset = open_run_dataset(config)
+    if config.dataset.kind == "coco":
+        split = _role_split(config, role)
+        return dataset.ground_truth(split) if hasattr(dataset, "ground_truth") else dataset.coco
+    from irn_core.export import coco_object, ground_truth_coco
+
+    return coco_object(ground_truth_coco(dataset, image_ids))
+
+
+def evaluate_instance_predictions(
+    config: RunConfig,
+    instance_paths: Sequence[Path],
+    output_prefix: Path,
+    *,
+    role: str,
+    product: str,
+    title: str,
+    coco_ap: bool,
+) -> dict[str, float]:
+    """VOC mask AP (ChainerCV rules) at the configured IoU thresholds and mAP^r_vol (0.1 ... 0.9) of the
+    ``product`` shards (``masks_s1``, ``class_ids``, ``scores``) on the ids of split role ``role``
+    (``infer``: pseudo labels, ``val``: downstream predictions); with ``coco_ap`` also COCO mask AP."""
+    dataset = open_run_dataset(config)
+    image_ids = shard_plan(config).all_ids(role)
     thresholds = tuple(sorted(set(config.evaluation.iou_thresholds) | set(evaluation.VOLUME_IOU_THRESHOLDS)))
     accumulator = evaluation.InstanceAPAccumulator(
         len(dataset.class_names), thresholds, matching=config.evaluation.matching
     )
-    with ShardedStore(instance_paths, product="instances") as store:
+    with ShardedStore(instance_paths, product=product) as store:
         for image_id in track(
-            _infer_ids(config), description="evaluate instances", logger=logger, every=config.compute.progress_every
+            image_ids, description=f"evaluate {product}", logger=logger, every=config.compute.progress_every
         ):
             predicted = store.read(image_id, ["masks_s1", "class_ids", "scores"])
             gt_masks, gt_class_ids = dataset.instance_masks(image_id)
@@ -121,23 +149,82 @@ def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], ou
     evaluation.write_table(table, output_prefix)
     summary = {f"mAP@{threshold:g}": float(results[threshold][1]) for threshold in config.evaluation.iou_thresholds}
     summary["mAP_vol"] = float(evaluation.map_r_vol(results))
-    if config.dataset.kind == "coco":
-        with ShardedStore(instance_paths, product="instances") as store:
-            coco = evaluation.coco_mask_ap(_StoredInstances(store, _infer_ids(config)), dataset.coco)
+    if coco_ap:
+        ground_truth = coco_ground_truth(config, role, image_ids)
+        with ShardedStore(instance_paths, product=product) as store:
+            coco = evaluation.coco_mask_ap(_StoredInstances(store, image_ids), ground_truth)
         summary.update({f"COCO {name}": value for name, value in coco.items()})
-    logger.info("instance pseudo labels: %s", ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
+    logger.info("%s: %s", title, ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
     return summary
 
 
+def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """Instance pseudo labels on the inference images (COCO mask AP too on COCO datasets)."""
+    return evaluate_instance_predictions(
+        config, instance_paths, output_prefix, role="infer", product="instances", title="instance pseudo labels",
+        coco_ap=config.dataset.kind == "coco",
+    )
+
+
+def run_evaluate_maskrcnn(config: RunConfig, prediction_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """Mask R-CNN's predictions on the val images: mAP^r and COCO mask AP."""
+    return evaluate_instance_predictions(
+        config, prediction_paths, output_prefix, role="val", product="maskrcnn", title="Mask R-CNN", coco_ap=True
+    )
+
+
+SUMMARY_ROWS: tuple[tuple[str, str, str, str, float | None], ...] = (
+    # (metrics file key, metric name, row label, split role, the paper's VOC 2012 figure)
+    ("cam", "mIoU", "CAM (background 0.15)", "infer", 48.3),
+    ("semantic", "mIoU", "semantic pseudo labels (random walk)", "infer", 66.5),
+    ("instances", "mAP@0.25", "instance pseudo labels, mAP^r@0.25", "infer", None),
+    ("instances", "mAP@0.5", "instance pseudo labels, mAP^r@0.5", "infer", 37.7),
+    ("instances", "mAP@0.7", "instance pseudo labels, mAP^r@0.7", "infer", None),
+    ("instances", "mAP@0.75", "instance pseudo labels, mAP^r@0.75", "infer", None),
+    ("instances", "mAP_vol", "instance pseudo labels, mAP^r_vol", "infer", None),
+    ("deeplab_pseudo", "mIoU", "DeepLab v2 trained on the pseudo labels", "val", 63.5),
+    ("deeplab_ground_truth", "mIoU", "DeepLab v2 trained on ground truth (upper bound)", "val", None),
+    ("maskrcnn", "mAP@0.25", "Mask R-CNN trained on the pseudo labels, mAP^r@0.25", "val", None),
+    ("maskrcnn", "mAP@0.5", "Mask R-CNN trained on the pseudo labels, mAP^r@0.5", "val", 46.7),
+    ("maskrcnn", "mAP@0.7", "Mask R-CNN trained on the pseudo labels, mAP^r@0.7", "val", 23.5),
+    ("maskrcnn", "mAP@0.75", "Mask R-CNN trained on the pseudo labels, mAP^r@0.75", "val", None),
+    ("maskrcnn", "mAP_vol", "Mask R-CNN trained on the pseudo labels, mAP^r_vol", "val", None),
+)
+"""The rows of the summary in the paper's order; a row appears when its metrics file has the metric.
+The paper's figures (VOC 2012: pseudo labels on ``train``, downstream models on ``val``) are printed
+beside ours for orientation only (README: where each comes from)."""
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
 def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) -> None:
-    """One Markdown table of the headline numbers (percent), from the stages' JSON metric files."""
+    """One Markdown table of the headline numbers (percent) in the paper's order — CAM, semantic and
+    instance pseudo labels, DeepLab v2 on pseudo labels and on ground truth with their ratio, Mask
+    R-CNN — then every other metric the stages wrote (COCO AP, image counts)."""
+    metrics = {stage: json.loads(path.read_text(encoding="utf-8")) for stage, path in metric_files.items()}
+    splits = {"infer": config.dataset.infer_split, "val": config.dataset.val_split or ""}
     rows = []
-    for stage, path in metric_files.items():
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        for name, value in metrics.items():
-            if name == "images":
-                continue
-            rows.append({"stage": stage, "metric": name, "value (%)": round(100 * float(value), 2)})
-    frame = pd.DataFrame(rows)
-    header = f"# irn run '{config.name}' ({config.dataset.kind}, {config.dataset.infer_split} split)\n\n"
-    write_text_atomic(output, header + frame.to_markdown(index=False) + "\n")
+    shown: set[tuple[str, str]] = set()
+    for stage, name, label, role, paper in SUMMARY_ROWS:
+        if name in metrics.get(stage, {}):
+            value = 100 * float(metrics[stage][name])
+            rows.append({"stage": label, "split": splits[role], "ours (%)": f"{value:.1f}", "paper, VOC 2012 (%)": _percent(paper)})
+            shown.add((stage, name))
+        if stage == "deeplab_ground_truth" and "mIoU" in metrics.get("deeplab_pseudo", {}) and "mIoU" in metrics.get(stage, {}):
+            ratio = float(metrics["deeplab_pseudo"]["mIoU"]) / max(float(metrics[stage]["mIoU"]), 1e-12)
+            rows.append({"stage": "DeepLab v2: pseudo labels / ground truth", "split": splits["val"],
+                         "ours (%)": f"{100 * ratio:.1f}", "paper, VOC 2012 (%)": "89.4 (test)"})
+    extra = [
+        {"stage": stage, "metric": name, "value": value if name == "images" else round(100 * float(value), 2)}
+        for stage, values in metrics.items()
+        for name, value in values.items()
+        if (stage, name) not in shown
+    ]
+    header = f"# irn run '{config.name}' ({config.dataset.kind})\n\n"
+    text = header + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
+    if extra:
+        text += "\nOther figures (percent; `images`: how many were evaluated):\n\n"
+        text += pd.DataFrame(extra).to_markdown(index=False) + "\n"
+    write_text_atomic(output, text)
