@@ -106,7 +106,7 @@ def precision_recall_figure(
             axes.set_ylabel("precision")
         axes.grid(alpha=0.3)
         if index == len(thresholds) - 1 and aps:
-            axes.legend(title="class, AP (%)", fontsize="x-small", title_fontsize="x-small",
+            axes.legend(title=f"class, AP@{threshold:g} (%)", fontsize="x-small", title_fontsize="x-small",
                         loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return figure
 

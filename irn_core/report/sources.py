@@ -212,7 +212,8 @@ def image_panels(
         semantic, masks, _ = truth
         result.append(Panel("ground-truth-semantic", "ground truth (semantic)", panels.semantic_panel(semantic)))
         result.append(
-            Panel("ground-truth-instances", f"ground truth ({len(masks)} instances)", panels.instance_panel(masks))
+            Panel("ground-truth-instances", f"ground truth ({len(masks)} instance{'' if len(masks) == 1 else 's'})",
+                  panels.instance_panel(masks))
         )
     for panel in result:
         if panel.rgb.shape != (*context.image_size, 3):
