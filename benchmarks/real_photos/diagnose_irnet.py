@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-multiplier", type=float)
     parser.add_argument("--momentum", type=float)
     parser.add_argument("--displacement-scale", type=float, default=1.0, help="multiply the displacement output")
+    parser.add_argument("--bg-weight", type=float, default=1.0, help="weight of displacement_bg in the total")
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     step = 0
     print(f"images {len(image_ids)}, lr {learning_rate}, head x{multiplier}, momentum {momentum}, batch {batch_size}, "
-          f"crop {train.crop_size}, displacement scale {arguments.displacement_scale}", flush=True)
+          f"crop {train.crop_size}, displacement scale {arguments.displacement_scale}, bg weight {arguments.bg_weight}", flush=True)
     while step < arguments.steps:
         training_set.set_epoch(step)
         for batch in loader:
@@ -129,13 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             displacement = displacement * arguments.displacement_scale
             losses = affinity_displacement_loss(boundary_logits, displacement, batch["label"], index)
             optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
+            (losses["total"] - (1 - arguments.bg_weight) * losses["displacement_bg"] / 2).backward()
             pairs = pair_labels(batch["label"], index)
             fg_per_direction = pairs.fg_pos.sum(dim=(0, 2, 3)).double().numpy()
             constant = float((fg_per_direction * target).sum() / max(fg_per_direction.sum(), 1))
             row = {
                 "step": step + 1,
-                **{name: float(value) for name, value in losses.items()},
+                **{name: float(value.detach()) for name, value in losses.items()},
                 "displacement_fg_constant": constant,
                 "grad_boundary": grad_norm(boundary_parameters),
                 "grad_displacement_hidden": grad_norm(hidden),

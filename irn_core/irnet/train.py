@@ -141,10 +141,12 @@ def _loss_step(radius: float, context: DistributedContext):  # noqa: ANN202 (ret
     def loss_step(network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         boundary_logits, displacement = network(batch["image"])
         if not context.enabled:
-            return affinity_displacement_loss(boundary_logits, displacement, batch["label"], index)
+            return affinity_displacement_loss(
+                boundary_logits, displacement, batch["label"], index, constant_reference=True
+            )
         losses = affinity_displacement_loss(
             boundary_logits, displacement, batch["label"], index,
-            count_reducer=lambda counts: all_reduce_sum(counts, context),
+            count_reducer=lambda counts: all_reduce_sum(counts, context), constant_reference=True,
         )
         # DDP averages gradients over processes; the losses were divided by global counts.
         return {name: value * context.world_size for name, value in losses.items()}
@@ -185,12 +187,14 @@ def measure_displacement_mean(
     device: torch.device,
     max_batches: int | None = None,
     num_workers: int = 0,
+    on_batch: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """The mean displacement (2,) over images of ``image_ids`` (reference: train.txt, batch 32).
 
     Batches are full batches in list order (``drop_last``, as the reference); when the list is
     shorter than one batch, the single partial batch is used instead. Returns the average of the
     per-batch means over (batch, H, W), padding included. The model's ``running_mean`` is not changed.
+    ``on_batch`` receives every batch's displacement (B, 2, h, w) (e.g. to collect statistics).
     """
     images = TopLeftImageDataset(dataset, image_ids, crop_size=crop_size)
     drop_last = len(images) >= batch_size
@@ -206,6 +210,8 @@ def measure_displacement_mean(
                     break
                 _, displacement = model(batch.to(device))
                 batch_means.append(displacement.mean(dim=(0, 2, 3)))
+                if on_batch is not None:
+                    on_batch(displacement)
     finally:
         model.mean_shift.running_mean.copy_(saved)
     if not batch_means:
