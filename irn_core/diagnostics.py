@@ -43,7 +43,7 @@ __all__ = [
 IGNORE_LABEL = 255
 
 #: Loss terms that are recorded but are not optimised (references for other terms).
-REFERENCE_TERMS = ("displacement_fg_constant",)
+REFERENCE_TERMS = ("displacement_fg_constant", "displacement_bg_weight")
 
 DISPLACEMENT_CAUSES = (
     "likely causes: the displacement branch's effective step (learning rate x head_lr_multiplier / "

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--momentum", type=float)
     parser.add_argument("--displacement-scale", type=float, default=1.0, help="multiply the displacement output")
     parser.add_argument("--bg-weight", type=float, default=1.0, help="weight of displacement_bg in the total")
+    parser.add_argument("--bg-warmup", type=int, default=0, help="steps over which the bg weight ramps from 0")
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
@@ -130,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             displacement = displacement * arguments.displacement_scale
             losses = affinity_displacement_loss(boundary_logits, displacement, batch["label"], index)
             optimizer.zero_grad(set_to_none=True)
-            (losses["total"] - (1 - arguments.bg_weight) * losses["displacement_bg"] / 2).backward()
+            ramp = min(1.0, step / arguments.bg_warmup) if arguments.bg_warmup else 1.0
+            weight = arguments.bg_weight * ramp
+            (losses["total"] - (1 - weight) * losses["displacement_bg"] / 2).backward()
             pairs = pair_labels(batch["label"], index)
             fg_per_direction = pairs.fg_pos.sum(dim=(0, 2, 3)).double().numpy()
             constant = float((fg_per_direction * target).sum() / max(fg_per_direction.sum(), 1))
