@@ -33,10 +33,10 @@ from irn_core.data.synthetic import SyntheticConfig
 from irn_core.errors import ConfigError
 
 PRESET_MOMENTUM: dict[str, float] = {"paper": 1e-4, "fixed": 0.9}
-PRESET_DISPLACEMENT_BG_WARMUP: dict[str, float] = {"paper": 0.0, "fixed": 0.3}
-"""Fraction of IRNet's training steps over which the background displacement term's weight ramps up
-from 0 (``irnet.train.displacement_bg_warmup``); the reference has none (issue 10: without it the
-displacement field collapses to a constant on real photos)."""
+PRESET_DISPLACEMENT_BG_WEIGHT: dict[str, float] = {"paper": 1.0, "fixed": 0.1}
+"""Weight of IRNet's background displacement term (``irnet.train.displacement_bg_weight``): the
+reference's 1, or 0.1, under which the displacement field no longer collapses to a constant on real
+photos (issue 10; see docs/real_photos.md)."""
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
 
 
@@ -181,18 +181,13 @@ class IRNetTrainConfig(ScheduleFields):
     displacement_mean_batches: int | None = Field(
         None, ge=1, description="batches of the post-training displacement-mean pass (None: every full batch)"
     )
-    # Weighting of the background displacement term (deviation against the field's collapse, issue 10).
-    displacement_bg_weight: float = Field(
-        1.0, ge=0, description="weight of the background displacement term L_Dbg in the total loss (reference: 1)"
-    )
-    displacement_bg_warmup: float | None = Field(
+    # Weight of the background displacement term (deviation against the field's collapse, issue 10).
+    displacement_bg_weight: float | None = Field(
         None,
         ge=0,
-        lt=1,
-        description="fraction of the training steps over which L_Dbg's weight ramps linearly from 0 to "
-        "displacement_bg_weight, so that the displacement field forms from the foreground pairs before the "
-        "background term (an L1 penalty on every difference) can flatten it; None: from preset (paper 0 = the "
-        "reference, fixed 0.3)",
+        description="weight w of the background displacement term in the total loss (L_pos + L_neg)/2 + "
+        "(L_Dfg + w L_Dbg)/2; None: from preset (paper 1 = the reference; fixed 0.1: at 1 the background term, an "
+        "L1 penalty on every difference, flattens the displacement field to a constant on real photos)",
     )
 
     @field_validator("crop_size")
@@ -278,10 +273,10 @@ class RunConfig(_Section):
         """The effective SGD momentum of ``optimizer`` under this run's preset."""
         return optimizer.momentum if optimizer.momentum is not None else PRESET_MOMENTUM[self.preset]
 
-    def displacement_bg_warmup(self) -> float:
-        """IRNet's background-displacement warm-up fraction under this run's preset."""
-        warmup = self.irnet.train.displacement_bg_warmup
-        return warmup if warmup is not None else PRESET_DISPLACEMENT_BG_WARMUP[self.preset]
+    def displacement_bg_weight(self) -> float:
+        """The weight of IRNet's background displacement term under this run's preset."""
+        weight = self.irnet.train.displacement_bg_weight
+        return weight if weight is not None else PRESET_DISPLACEMENT_BG_WEIGHT[self.preset]
 
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {

@@ -43,15 +43,15 @@ __all__ = [
 IGNORE_LABEL = 255
 
 #: Loss terms that are recorded but are not optimised (references for other terms).
-REFERENCE_TERMS = ("displacement_fg_constant", "displacement_bg_weight")
+REFERENCE_TERMS = ("displacement_fg_constant",)
 
 DISPLACEMENT_CAUSES = (
-    "likely causes: the displacement branch's effective step (learning rate x head_lr_multiplier / "
-    "(1 - momentum)) is too large for this backbone's features, so the first updates drive the field to a "
-    "constant that the background term (an L1 penalty on every difference) then holds "
-    "(try irnet.train.optimizer.displacement_scale or a smaller head_lr_multiplier); too few foreground "
-    "pairs per batch (see the IR-label coverage of the ir_labels stage: small or fragmented confident "
-    "foreground); or objects much smaller than the path-index radius at this crop size"
+    "likely causes: the background displacement term (an L1 penalty on every difference between "
+    "background pixels) outweighs the foreground term and flattens the field before it forms, as on real "
+    "photos with few, small confident foreground regions (set irnet.train.displacement_bg_weight to 0.1, the "
+    "fixed preset's value; the paper preset keeps the reference's 1); too few foreground pairs per batch (see "
+    "the IR-label coverage logged by the ir_labels stage); objects much smaller than the path-index radius at "
+    "this crop size; a learning rate far too large or too small for the displacement branch"
 )
 
 

@@ -39,7 +39,7 @@ from irn_core.data.transforms import (
 )
 from irn_core.engine.distributed import DistributedContext, all_reduce_sum
 from irn_core.engine.runtime import sample_rng
-from irn_core.engine.training import TrainingRecord, schedule_length, train_loop
+from irn_core.engine.training import TrainingRecord, train_loop
 from irn_core.models.irnet import IRNet
 from irn_core.relations.losses import affinity_displacement_loss
 from irn_core.relations.path_index import path_index
@@ -134,32 +134,14 @@ class IRNetTrainSettings:
     log_every: int = 20
     max_steps: int | None = None
     displacement_bg_weight: float = 1.0
-    """Weight of the background displacement term in the total (reference 1)."""
-    displacement_bg_warmup: float = 0.0
-    """Fraction of the steps over which that weight ramps linearly from 0 (reference 0: none)."""
+    """Weight w of the background displacement term in the total (reference 1; ``fixed`` preset 0.1)."""
 
 
-def displacement_bg_schedule(total_steps: int, weight: float, warmup: float) -> Callable[[int], float]:
-    """step (0-based) -> weight of the background displacement term: ``weight * min(1, step / W)``
-    with W = round(``warmup`` * ``total_steps``) warm-up steps (``weight`` throughout when W is 0)."""
-    warmup_steps = int(round(warmup * total_steps))
-
-    def factor(step: int) -> float:
-        if warmup_steps <= 0:
-            return weight
-        return weight * min(1.0, step / warmup_steps)
-
-    return factor
-
-
-def _loss_step(radius: float, context: DistributedContext, bg_weight: Callable[[int], float]):  # noqa: ANN202
-    """The LossStep of IRNet; ``bg_weight`` gives the background displacement term's weight per step.
-
-    The total is the reference's ``(L_pos + L_neg)/2 + (L_Dfg + w L_Dbg)/2``; the recorded terms are
-    unweighted, plus ``displacement_fg_constant`` (see :func:`affinity_displacement_loss`) and
-    ``displacement_bg_weight`` (w)."""
+def _loss_step(radius: float, context: DistributedContext, bg_weight: float = 1.0):  # noqa: ANN202
+    """The LossStep of IRNet: the total is ``(L_pos + L_neg)/2 + (L_Dfg + w L_Dbg)/2`` with w =
+    ``bg_weight`` (the reference's when 1); the recorded terms are unweighted, plus
+    ``displacement_fg_constant`` (see :func:`affinity_displacement_loss`)."""
     index = path_index(radius)
-    calls = [0]
 
     def loss_step(network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         boundary_logits, displacement = network(batch["image"])
@@ -167,11 +149,8 @@ def _loss_step(radius: float, context: DistributedContext, bg_weight: Callable[[
         losses = affinity_displacement_loss(
             boundary_logits, displacement, batch["label"], index, count_reducer=reducer, constant_reference=True
         )
-        weight = bg_weight(calls[0])
-        calls[0] += 1
-        if weight != 1.0:
-            losses["total"] = losses["total"] - (1.0 - weight) * losses["displacement_bg"] / 2
-        losses["displacement_bg_weight"] = torch.tensor(weight, dtype=losses["total"].dtype)
+        if bg_weight != 1.0:
+            losses["total"] = losses["total"] - (1.0 - bg_weight) * losses["displacement_bg"] / 2
         if not context.enabled:
             return losses
         # DDP averages gradients over processes; the losses were divided by global counts.
@@ -197,12 +176,8 @@ def train_irnet(
     )
     boundary_parameters, displacement_parameters = model.parameter_groups()
     groups = [(boundary_parameters, 1.0), (displacement_parameters, settings.head_lr_multiplier)]
-    total_steps = schedule_length(
-        len(training_set), settings.batch_size, epochs=settings.epochs, steps=settings.steps, min_steps=settings.min_steps
-    )
-    bg_weight = displacement_bg_schedule(total_steps, settings.displacement_bg_weight, settings.displacement_bg_warmup)
     return train_loop(
-        model, training_set, groups, _loss_step(settings.radius, context, bg_weight), settings,
+        model, training_set, groups, _loss_step(settings.radius, context, settings.displacement_bg_weight), settings,
         device=device, context=context, name="irnet",
     )
 

@@ -108,8 +108,7 @@ def irnet_train_settings(config: RunConfig) -> IRNetTrainSettings:
         num_workers=train.num_workers,
         seed=config.seed,
         displacement_mean_batches=train.displacement_mean_batches,
-        displacement_bg_weight=train.displacement_bg_weight,
-        displacement_bg_warmup=config.displacement_bg_warmup(),
+        displacement_bg_weight=config.displacement_bg_weight(),
     )
 
 
