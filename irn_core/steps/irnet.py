@@ -26,6 +26,7 @@ from irn_core.diagnostics import (
 from irn_core.data.registry import SegmentationDataset
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from irn_core.engine.training import TrainingRecord
+from irn_core.errors import IrnError
 from irn_core.ir_labels import confident_region_labels
 from irn_core.irnet.infer import boundary_and_displacement
 from irn_core.irnet.train import IRNetTrainSettings, measure_displacement_mean, train_irnet
@@ -85,7 +86,7 @@ def _ground_truth(dataset: SegmentationDataset, image_id: str) -> np.ndarray | N
     """The image's semantic ground truth where the dataset has one, else None (diagnostics only)."""
     try:
         return dataset.semantic_mask(image_id)
-    except Exception:  # noqa: BLE001 - datasets without masks raise their own errors
+    except (IrnError, OSError):  # e.g. a VOC id outside the segmentation lists: no mask file
         return None
 
 
