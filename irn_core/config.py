@@ -9,7 +9,9 @@ Reproduction quirks of the reference code are named options resolved from ``pres
     its weight decay positionally into ``torch.optim.SGD``'s momentum slot, so the effective SGD
     momentum is 1e-4 (jiwoon-ahn/psa#28).
 ``preset: fixed``
-    the evident intent: SGD momentum 0.9.
+    the evident intent: SGD momentum 0.9. Also IRNet's background displacement term weighted 0.1
+    instead of 1 (``irnet.train.displacement_bg_weight``; at 1 the displacement field collapses to a
+    constant on real photos, issue 10).
 
 An explicit ``momentum`` in a stage's optimizer section overrides the preset.
 
