@@ -175,7 +175,9 @@ def loss_curve_rows(loss_terms: Mapping[str, Sequence[float]], learning_rates: S
     return rows
 
 
-def cam_statistics(cam: np.ndarray | torch.Tensor, *, eval_threshold: float = 0.15, fg_threshold: float = 0.30) -> dict[str, float]:
+def cam_statistics(
+    cam: np.ndarray | torch.Tensor, *, eval_threshold: float = 0.15, fg_threshold: float = 0.30
+) -> dict[str, float]:
     """Statistics of one image's normalised CAMs ``cam``: (K, H, W) float in [0, 1].
 
     ``coverage_eval``: fraction of pixels whose largest CAM exceeds ``eval_threshold`` (foreground when

@@ -183,7 +183,8 @@ def test_report_writes_json_and_logs_warnings(tmp_path: Path, caplog: pytest.Log
     with caplog.at_level(logging.INFO):
         record = report("train_irnet", output, {"ratio": 0.99, "bad": float("nan")}, ["collapsed!"])
     saved = json.loads(diagnostics_path(output).read_text())
-    assert saved == record == {"stage": "train_irnet", "statistics": {"ratio": 0.99, "bad": None}, "warnings": ["collapsed!"]}
+    expected = {"stage": "train_irnet", "statistics": {"ratio": 0.99, "bad": None}, "warnings": ["collapsed!"]}
+    assert saved == record == expected
     assert any(entry.levelno == logging.WARNING and "collapsed!" in entry.message for entry in caplog.records)
     path = write_loss_curves(output, {"total": [2.0, 1.0]}, [0.1, 0.05])
     assert path == loss_curves_path(output) == tmp_path / "models" / "irnet.loss_curves.csv"

@@ -72,9 +72,10 @@ def run_train_cam(config: RunConfig, output: Path, *, max_steps: int | None = No
             write_loss_curves(output, record.loss_terms, record.learning_rates)
             losses = record.loss_terms.get("total", [])
             window = max(1, len(losses) // 10)
-            statistics = {"steps": record.steps}
+            statistics: dict[str, float] = {"steps": float(record.steps)}
             if losses:
-                statistics.update(loss_first=float(np.mean(losses[:window])), loss_last=float(np.mean(losses[-window:])))
+                statistics["loss_first"] = float(np.mean(losses[:window]))
+                statistics["loss_last"] = float(np.mean(losses[-window:]))
             diagnostics = report(
                 "train_cam", output, statistics, training_warnings(record.loss_terms, name="train_cam", skip=())
             )
@@ -122,11 +123,11 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
                 {"cam_s4": cam_s4.cpu().numpy(), "cam_s1": high_res.cpu().numpy(), "class_ids": class_ids},
                 {"height": image.shape[0], "width": image.shape[1]},
             )
-            per_image.append(
-                cam_statistics(high_res, eval_threshold=config.cam.eval_threshold, fg_threshold=config.ir_labels.fg_threshold)
-            )
+            thresholds = {"eval_threshold": config.cam.eval_threshold, "fg_threshold": config.ir_labels.fg_threshold}
+            per_image.append(cam_statistics(high_res, **thresholds))
     statistics = mean_statistics(per_image)
-    report(f"make_cam shard {shard_index}", output, statistics, cam_warnings(statistics, name=f"make_cam shard {shard_index}"))
+    stage = f"make_cam shard {shard_index}"
+    report(stage, output, statistics, cam_warnings(statistics, name=stage))
 
 
 def run_import_cams(config: RunConfig, shard_index: int, npy_dir: Path, output: Path) -> None:

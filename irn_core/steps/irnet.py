@@ -203,7 +203,8 @@ def _training_diagnostics(output: Path, record: TrainingRecord, fields: np.ndarr
     """Loss curves beside the checkpoint, collapse warnings, statistics of the field after training
     (``fields``: (B, 2, h, w) displacements of the mean pass, before the mean is subtracted)."""
     write_loss_curves(output, record.loss_terms, record.learning_rates)
-    statistics: dict[str, object] = {f"displacement_{key}": value for key, value in displacement_statistics(fields).items()}
+    field = displacement_statistics(fields)
+    statistics: dict[str, object] = {f"displacement_{key}": value for key, value in field.items()}
     progress = displacement_progress(record.loss_terms)
     if progress is not None:
         statistics["displacement_fg_over_constant"] = progress
@@ -213,7 +214,7 @@ def _training_diagnostics(output: Path, record: TrainingRecord, fields: np.ndarr
         statistics[f"{term}_last"] = float(np.mean(values[-window:]))
     warnings = training_warnings(record.loss_terms, name="train_irnet")
     if not any("displacement" in warning for warning in warnings):
-        warnings += displacement_warnings(displacement_statistics(fields), name="train_irnet")
+        warnings += displacement_warnings(field, name="train_irnet")
     return report("train_irnet", output, statistics, warnings)
 
 
