@@ -52,6 +52,26 @@ def command_plan(arguments: argparse.Namespace) -> None:
         sys.stdout.write(plan.to_json() + "\n")
 
 
+def command_manifest(arguments: argparse.Namespace) -> None:
+    from irn_core.data.fingerprints import FingerprintCache, write_if_changed
+    from irn_core.steps.common import shard_plan
+    from irn_core.steps.inputs import parse_reads, role_manifest_text, shard_manifest_text
+
+    config = _config(arguments)
+    plan = shard_plan(config)
+    reads = parse_reads(arguments.reads)
+    cache = FingerprintCache(None)
+    if arguments.product is not None:
+        if arguments.shard is None:
+            raise IrnError("--product needs --shard")
+        text = shard_manifest_text(config, plan, arguments.product, arguments.shard, reads, cache)
+    elif arguments.role is not None:
+        text = role_manifest_text(config, plan, arguments.role, reads, cache)
+    else:
+        raise IrnError("give --product and --shard, or --role")
+    write_if_changed(arguments.out, text)
+
+
 def command_show_config(arguments: argparse.Namespace) -> None:
     if arguments.schema:
         sys.stdout.write(json.dumps(schema(), indent=1) + "\n")
@@ -170,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--out", help="output folder (default: dataset.root)")
     command = add("plan", command_plan, "print or write the shard plan")
     command.add_argument("--out")
+    command = add("manifest", command_manifest, "write the input manifest of a shard's product or of a role")
+    command.add_argument("--product", help="per-shard product (with --shard)")
+    command.add_argument("--shard", type=int, help="shard index (0-based)")
+    command.add_argument("--role", help="split role (train, infer, downstream, val)")
+    command.add_argument("--reads", required=True, help="what is read per id: image, labels, ground_truth (joined by +)")
+    command.add_argument("--out", required=True)
     command = add("show-config", command_show_config, "print the resolved config (or the JSON schema)",
                   config_required=False)
     command.add_argument("--schema", action="store_true")

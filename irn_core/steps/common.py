@@ -6,8 +6,12 @@ is computed for the ids of its shard in the product's roles (:data:`PRODUCT_ROLE
 training, inference and downstream ids, confident-region labels for the training ids, IRNet outputs
 and pseudo labels for the inference and downstream ids, downstream predictions for the validation
 ids. A shard holding none of a product's ids has no file of that product.
-The plan depends only on the config and the split lists, so the workflow computes it at DAG-build
-time and every job recomputes the same plan.
+
+The plan is *recorded* in ``<run_dir>/shards.json`` and only ever appended to: the workflow updates
+it at DAG-build time (:func:`update_recorded_plan`) and every job reads it (:func:`shard_plan`), so a
+growing dataset keeps the shards of the ids already done. New ids go to new shards; a removed id
+leaves only its own shard; a changed ``shard_size`` starts a new plan (every per-shard stage hash
+includes ``shard_size``, so everything is recomputed then anyway).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from irn_core.atomic import write_text_atomic
 from irn_core.config import RunConfig, stage_config, stage_hash
 from irn_core.data import synthetic
 from irn_core.data.classes import load_class_names
@@ -30,6 +35,7 @@ from irn_core.data.sharding import make_shards
 from irn_core.engine import distributed
 from irn_core.engine.distributed import DistributedContext
 from irn_core.engine.runtime import configure_runtime, resolve_device
+from irn_core.errors import PlanError
 from irn_core.store import shard_file_name
 
 logger = logging.getLogger(__name__)
@@ -52,6 +58,10 @@ PRODUCT_ROLES: dict[str, tuple[str, ...]] = {
 listed here (the downstream models' predictions) are made for the ``val`` ids."""
 
 
+PLAN_FILE = "shards.json"
+"""The recorded plan, in the run folder."""
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     shards: tuple[tuple[str, ...], ...]
@@ -59,6 +69,8 @@ class ShardPlan:
     infer_ids: frozenset[str]
     downstream_ids: frozenset[str] = frozenset()
     val_ids: frozenset[str] = frozenset()
+    shard_size: int | None = None
+    """The shard size the plan was cut with (None: not recorded)."""
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -93,11 +105,24 @@ class ShardPlan:
     def to_json(self) -> str:
         return json.dumps(
             {
+                "shard_size": self.shard_size,
                 "shards": [list(shard) for shard in self.shards],
                 **{f"{role}_ids": sorted(self.role_ids(role)) for role in SPLIT_ROLES},
             },
             indent=1,
         )
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "plan") -> ShardPlan:
+        """The plan written by :meth:`to_json`; a malformed file raises :class:`PlanError` naming ``source``."""
+        try:
+            data = json.loads(text)
+            shards = tuple(tuple(str(image_id) for image_id in shard) for shard in data["shards"])
+            roles = [frozenset(str(image_id) for image_id in data.get(f"{role}_ids", [])) for role in SPLIT_ROLES]
+            shard_size = data.get("shard_size")
+        except (ValueError, KeyError, TypeError) as error:
+            raise PlanError(f"{source}: not a shard plan ({error!r}); delete it to start a new plan") from None
+        return cls(shards, *roles, shard_size=None if shard_size is None else int(shard_size))
 
 
 def split_ids(config: RunConfig, split: str) -> list[str]:
@@ -122,14 +147,78 @@ def role_splits(config: RunConfig) -> dict[str, str | None]:
     }
 
 
-def shard_plan(config: RunConfig) -> ShardPlan:
-    ids = {role: split_ids(config, split) if split else [] for role, split in role_splits(config).items()}
+def role_ids(config: RunConfig) -> dict[str, list[str]]:
+    """The ids of every role (empty for a role the run does not have), from the split lists."""
+    return {role: split_ids(config, split) if split else [] for role, split in role_splits(config).items()}
+
+
+def fresh_plan(config: RunConfig) -> ShardPlan:
+    """The plan of a run without a recorded plan: the sorted union of the role ids cut into shards."""
+    ids = role_ids(config)
     union = sorted(set().union(*map(set, ids.values())))
     shards = make_shards(union, config.shard_size)
     return ShardPlan(
         tuple(tuple(shard) for shard in shards),
         *(frozenset(ids[role]) for role in SPLIT_ROLES),
+        shard_size=config.shard_size,
     )
+
+
+def plan_path(config: RunConfig) -> Path:
+    return config.run_dir / PLAN_FILE
+
+
+def read_recorded_plan(config: RunConfig) -> ShardPlan | None:
+    """The plan recorded in the run folder, or None when there is none or it was cut with another
+    ``shard_size``."""
+    path = plan_path(config)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    plan = ShardPlan.from_json(text, source=str(path))
+    if plan.shard_size != config.shard_size:
+        return None
+    return plan
+
+
+def extend_plan(recorded: ShardPlan | None, ids: dict[str, list[str]], shard_size: int) -> ShardPlan:
+    """Append-only update of ``recorded`` to the role ids ``ids``.
+
+    Ids already in a shard stay there; ids no longer in any role leave their shard (which may become
+    empty: its index is kept, so later shards keep their names); new ids, sorted, fill new shards of
+    ``shard_size``. Without a recorded plan (or when it shares no id with ``ids``) the result is the
+    fresh plan of ``ids``.
+    """
+    wanted = set().union(*map(set, ids.values()))
+    roles = [frozenset(ids[role]) for role in SPLIT_ROLES]
+    placed = {image_id for shard in recorded.shards for image_id in shard} if recorded is not None else set()
+    if recorded is None or not placed & wanted:
+        shards = [tuple(shard) for shard in make_shards(sorted(wanted), shard_size)]
+        return ShardPlan(tuple(shards), *roles, shard_size=shard_size)
+    kept = [tuple(image_id for image_id in shard if image_id in wanted) for shard in recorded.shards]
+    new = [tuple(shard) for shard in make_shards(sorted(wanted - placed), shard_size)]
+    return ShardPlan(tuple(kept + new), *roles, shard_size=shard_size)
+
+
+def update_recorded_plan(config: RunConfig) -> ShardPlan:
+    """Extend the recorded plan to the current split lists and write it when it changed (the
+    workflow calls this at DAG-build time, in the main Snakemake process only)."""
+    recorded = read_recorded_plan(config)
+    plan = extend_plan(recorded, role_ids(config), config.shard_size)
+    if recorded is None or plan != recorded:
+        if recorded is not None:
+            added = sum(len(shard) for shard in plan.shards[len(recorded.shards):])
+            logger.info("shard plan: %d new shards (%d new ids)", len(plan) - len(recorded), added)
+        write_text_atomic(plan_path(config), plan.to_json() + "\n")
+    return plan
+
+
+def shard_plan(config: RunConfig) -> ShardPlan:
+    """The run's plan: the recorded one (``<run_dir>/shards.json``) when it exists for this
+    ``shard_size``, else the fresh plan of the split lists."""
+    recorded = read_recorded_plan(config)
+    return recorded if recorded is not None else fresh_plan(config)
 
 
 def open_run_dataset(config: RunConfig) -> SegmentationDataset:

@@ -120,6 +120,7 @@ def run_train_irnet(
         torch.manual_seed(config.seed)
         model = build_irnet(config, cam_checkpoint=cam_checkpoint, pretrained=True).to(device)
         settings = irnet_train_settings(config)
+        train = config.irnet.train
         if max_steps is not None:
             settings = IRNetTrainSettings(**{**asdict(settings), "max_steps": max_steps})
         with ShardedStore(ir_label_paths, product="ir_labels") as store:
@@ -133,11 +134,14 @@ def run_train_irnet(
             logger.info("training IRNet on %d images (%s)", len(image_ids), config.dataset.train_split)
             record = train_irnet(model, dataset, image_ids, labels, settings, device=device, context=context)
         if context.is_main:
-            infer_ids = split_ids(config, config.dataset.infer_split)
+            mean_split = (
+                config.dataset.train_split if train.displacement_mean_ids == "train" else config.dataset.infer_split
+            )
+            mean_ids = split_ids(config, mean_split)
             mean = measure_displacement_mean(
                 model,
                 dataset,
-                infer_ids,
+                mean_ids,
                 crop_size=settings.crop_size,
                 batch_size=settings.batch_size,
                 device=device,

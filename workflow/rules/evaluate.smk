@@ -13,7 +13,7 @@ for _name, (_step, _product) in EVALUATIONS.items():
         name:
             f"evaluate_{_name}"
         input:
-            data=DATA_ROOT,
+            data=W.evaluation_inputs("infer"),
             shards=W.shard_files(_product),
         output:
             table=W.path("evaluation", f"{_name}.csv"),
@@ -23,6 +23,9 @@ for _name, (_step, _product) in EVALUATIONS.items():
             stage=W.stage("evaluate") + W.stage("eval_cam"),
             prefix=W.path("evaluation", _name),
             step=_step,  # shell commands are evaluated at run time: take loop values through params
+        threads: 1
+        resources:
+            **W.resources(f"evaluate_{_name}", kind="evaluate"),
         log:
             W.path("logs", f"evaluate_{_name}.log"),
         shell:
@@ -34,6 +37,9 @@ rule summary:
         **{name: W.path("evaluation", f"{name}.json") for name in EVALUATIONS},
     output:
         W.path("evaluation", "summary.md"),
+    threads: 1
+    resources:
+        **W.resources("summary"),
     log:
         W.path("logs", "summary.log"),
     shell:
