@@ -28,7 +28,7 @@ def _config(arguments: argparse.Namespace) -> RunConfig:
     return config
 
 
-def _write_metrics(path: Path, metrics: dict[str, float]) -> None:
+def _write_metrics(path: Path, metrics: dict[str, object]) -> None:
     write_text_atomic(path, json.dumps(metrics, indent=1, sort_keys=True) + "\n")
 
 

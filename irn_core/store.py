@@ -3,7 +3,8 @@
 Layout of ``<run>/<product>/shard-00003.h5``::
 
     /                       attrs: schema_version, product, config_hash, code_version,
-                                   shard_index, image_ids (JSON list, in write order), config (JSON)
+                                   shard_index, image_ids (JSON list, in write order), config (JSON),
+                                   skipped (JSON {id: reason}; only when ids were left out)
     /<image_id>/            attrs: per-image metadata (e.g. height, width)
     /<image_id>/cam_s4      datasets named with their stride: cam_s4, cam_s1, boundary_s4,
     /<image_id>/class_ids   displacement_s4, affinity_s4_r5, ir_label_s1, semantic_s1, ...
@@ -85,6 +86,8 @@ class ShardWriter:
         self.float16 = frozenset(float16)
         self.compression_level = compression_level
         self._image_ids: list[str] = []
+        self.skipped_ids: dict[str, str] = {}
+        """Ids left out of the shard -> reason (see :meth:`skip`)."""
         self._context: Any = None
         self._file: h5py.File | None = None
 
@@ -106,6 +109,8 @@ class ShardWriter:
         _check_image_id(self.path, image_id)
         if image_id in self._file:
             raise StoreError(f"{self.path}: image id {image_id!r} written twice")
+        if image_id in self.skipped_ids:
+            raise StoreError(f"{self.path}: image id {image_id!r} was skipped, cannot also be written")
         group = self._file.create_group(image_id, track_order=True)
         for name, value in datasets.items():
             array = _to_numpy(value)
@@ -127,6 +132,13 @@ class ShardWriter:
             group.attrs[key] = value
         self._image_ids.append(image_id)
 
+    def skip(self, image_id: str, reason: str) -> None:
+        """Record that ``image_id`` was left out of this shard and why (``dataset.on_unreadable: skip``);
+        readers list it in :attr:`ShardReader.skipped`."""
+        if image_id in self._image_ids:
+            raise StoreError(f"{self.path}: image id {image_id!r} was written, cannot also be skipped")
+        self.skipped_ids[image_id] = reason
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -144,6 +156,8 @@ class ShardWriter:
                 attributes["shard_index"] = self.shard_index
                 attributes["image_ids"] = json.dumps(self._image_ids)
                 attributes["config"] = json.dumps(self.config, sort_keys=True, default=str)
+                if self.skipped_ids:
+                    attributes["skipped"] = json.dumps(self.skipped_ids, sort_keys=True)
             self._file.close()
         finally:
             self._file = None
@@ -185,6 +199,8 @@ class ShardReader:
         if product is not None and attributes["product"] != product:
             raise StoreError(f"{self.path}: holds product {attributes['product']!r}, expected {product!r}")
         self.image_ids: list[str] = json.loads(attributes["image_ids"])
+        self.skipped: dict[str, str] = json.loads(attributes["skipped"]) if "skipped" in attributes else {}
+        """Ids of the shard left out (``dataset.on_unreadable: skip``) -> the reason."""
         absent = [image_id for image_id in self.image_ids if image_id not in self._file]
         if absent:
             raise StoreError(f"{self.path}: truncated; groups missing for image ids {absent[:5]}")
@@ -274,6 +290,11 @@ class ShardedStore:
     @property
     def image_ids(self) -> list[str]:
         return list(self._location)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Ids left out of any of the files (``dataset.on_unreadable: skip``) -> the reason."""
+        return {image_id: reason for reader in self._readers for image_id, reason in reader.skipped.items()}
 
     def reader_for(self, image_id: str) -> ShardReader:
         try:

@@ -191,7 +191,7 @@ def extend_plan(recorded: ShardPlan | None, ids: dict[str, list[str]], shard_siz
     fresh plan of ``ids``.
     """
     wanted = set().union(*map(set, ids.values()))
-    roles = [frozenset(ids[role]) for role in SPLIT_ROLES]
+    roles = [frozenset(ids.get(role, ())) for role in SPLIT_ROLES]
     placed = {image_id for shard in recorded.shards for image_id in shard} if recorded is not None else set()
     if recorded is None or not placed & wanted:
         shards = [tuple(shard) for shard in make_shards(sorted(wanted), shard_size)]
@@ -271,3 +271,39 @@ def prepare_runtime(config: RunConfig, *, local_rank: int | None = None) -> torc
     device = resolve_device(config.compute.device, local_rank=local_rank)
     logger.info("device %s, %d CPU threads", device, torch.get_num_threads())
     return device
+
+
+def skip_or_raise(config: RunConfig, image_id: str, error: Exception, skipped: dict[str, str]) -> None:
+    """An image that cannot be read: re-raise (``dataset.on_unreadable: error``) or record it in
+    ``skipped`` with the error's message, which names the file (``skip``)."""
+    if config.dataset.on_unreadable != "skip":
+        raise error
+    logger.warning("skipping image id %s (dataset.on_unreadable: skip): %s", image_id, error)
+    skipped[image_id] = str(error)
+
+
+def readable_ids(
+    config: RunConfig, dataset: SegmentationDataset, image_ids: list[str], *, labels: bool
+) -> tuple[list[str], dict[str, str]]:
+    """``image_ids`` whose image (and, with ``labels``, image-level labels) can be read, and the
+    others -> reason. Under ``on_unreadable: error`` every id is returned unchecked (a training job
+    then fails on the first unreadable image, naming it); under ``skip`` each image is decoded once."""
+    if config.dataset.on_unreadable != "skip":
+        return list(image_ids), {}
+    from tqdm import tqdm
+
+    from irn_core.errors import DatasetError
+
+    kept: list[str] = []
+    skipped: dict[str, str] = {}
+    for image_id in tqdm(image_ids, desc="checking images", unit="image", disable=None):
+        try:
+            dataset.image(image_id)
+            if labels:
+                dataset.class_labels(image_id)
+        except DatasetError as error:
+            skip_or_raise(config, image_id, error, skipped)
+            continue
+        kept.append(image_id)
+    return kept, skipped
+

@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,8 @@ from tqdm import tqdm
 from irn_core import evaluation
 from irn_core.atomic import write_text_atomic
 from irn_core.config import RunConfig
-from irn_core.steps.common import open_run_dataset, shard_plan
+from irn_core.errors import DatasetError
+from irn_core.steps.common import open_run_dataset, shard_plan, skip_or_raise
 from irn_core.store import ShardedStore
 
 logger = logging.getLogger(__name__)
@@ -37,43 +39,87 @@ def _infer_ids(config: RunConfig) -> list[str]:
     return shard_plan(config).all_ids("infer")
 
 
+def _evaluated_ids(config: RunConfig, store: ShardedStore, skipped: dict[str, str]) -> list[str]:
+    """The inference ids to evaluate: those the store holds; ids left out of it
+    (``dataset.on_unreadable: skip``) go to ``skipped``."""
+    ids = []
+    for image_id in _infer_ids(config):
+        if image_id in store.skipped and image_id not in store:
+            skipped[image_id] = store.skipped[image_id]
+        else:
+            ids.append(image_id)
+    return ids
+
+
+def _write_skipped(output_prefix: Path, skipped: dict[str, str]) -> None:
+    """List the images left out of an evaluation under its Markdown table (never silently)."""
+    if not skipped:
+        return
+    markdown = output_prefix.with_suffix(".md")
+    lines = [f"\n{len(skipped)} image(s) not evaluated (dataset.on_unreadable: skip):\n"]
+    lines += [f"- `{image_id}`: {reason}" for image_id, reason in sorted(skipped.items())]
+    write_text_atomic(markdown, markdown.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
+
+
+def _ground_truth(config: RunConfig, image_id: str, read: Any, skipped: dict[str, str]) -> Any:
+    """``read(image_id)``, or None (and the id in ``skipped``) when its ground truth is unreadable and
+    ``on_unreadable`` is ``skip``."""
+    try:
+        return read(image_id)
+    except DatasetError as error:
+        skip_or_raise(config, image_id, error, skipped)
+        return None
+
+
 def _semantic_evaluation(
-    config: RunConfig, predictions: Iterable[tuple[str, np.ndarray]], output_prefix: Path, title: str
-) -> dict[str, float]:
+    config: RunConfig,
+    predictions: Iterable[tuple[str, np.ndarray]],
+    output_prefix: Path,
+    title: str,
+    skipped: dict[str, str],
+) -> dict[str, Any]:
     """Accumulate the confusion matrix image by image (no prediction is kept) and write the table."""
     dataset = open_run_dataset(config)
     num_classes = len(dataset.class_names) + 1
     confusion = np.zeros((num_classes, num_classes), np.int64)
     images = 0
     for image_id, prediction in predictions:
-        confusion += evaluation.confusion_matrix(prediction, dataset.semantic_mask(image_id), num_classes)
+        truth = _ground_truth(config, image_id, dataset.semantic_mask, skipped)
+        if truth is None:
+            continue
+        confusion += evaluation.confusion_matrix(prediction, truth, num_classes)
         images += 1
     per_class, miou = evaluation.mean_iou(confusion)
     table = evaluation.semantic_table(per_class, list(dataset.class_names))
     evaluation.write_table(table, output_prefix)
-    logger.info("%s: mIoU %.2f over %d images", title, 100 * miou, images)
-    return {"mIoU": float(miou), "images": images}
+    _write_skipped(output_prefix, skipped)
+    logger.info("%s: mIoU %.2f over %d images (%d skipped)", title, 100 * miou, images, len(skipped))
+    return {"mIoU": float(miou), "images": images, **({"skipped": dict(sorted(skipped.items()))} if skipped else {})}
 
 
 def run_evaluate_cam(config: RunConfig, cam_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
     """mIoU of CAMs (background score ``cam.eval_threshold``) on the inference images."""
 
+    skipped: dict[str, str] = {}
+
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
-        for image_id in tqdm(_infer_ids(config), desc="evaluate cams", unit="image"):
+        for image_id in tqdm(_evaluated_ids(config, store, skipped), desc="evaluate cams", unit="image"):
             stored = store.read(image_id, ["cam_s1", "class_ids"])
             yield image_id, cam_labels(stored["cam_s1"], stored["class_ids"], config.cam.eval_threshold)
 
     with ShardedStore(cam_paths, product="cam") as store:
-        return _semantic_evaluation(config, predictions(store), output_prefix, "CAM")
+        return _semantic_evaluation(config, predictions(store), output_prefix, "CAM", skipped)
 
 
 def run_evaluate_semantic(config: RunConfig, semantic_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    skipped: dict[str, str] = {}
+
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
-        for image_id in tqdm(_infer_ids(config), desc="evaluate semantic", unit="image"):
+        for image_id in tqdm(_evaluated_ids(config, store, skipped), desc="evaluate semantic", unit="image"):
             yield image_id, store.read(image_id, ["semantic_s1"])["semantic_s1"]
 
     with ShardedStore(semantic_paths, product="semantic") as store:
-        return _semantic_evaluation(config, predictions(store), output_prefix, "semantic pseudo labels")
+        return _semantic_evaluation(config, predictions(store), output_prefix, "semantic pseudo labels", skipped)
 
 
 class _StoredInstances(Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
@@ -101,11 +147,17 @@ def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], ou
     accumulator = evaluation.InstanceAPAccumulator(
         len(dataset.class_names), thresholds, matching=config.evaluation.matching
     )
+    skipped: dict[str, str] = {}
+    evaluated: list[str] = []
     with ShardedStore(instance_paths, product="instances") as store:
-        for image_id in tqdm(_infer_ids(config), desc="evaluate instances", unit="image"):
+        for image_id in tqdm(_evaluated_ids(config, store, skipped), desc="evaluate instances", unit="image"):
+            truth = _ground_truth(config, image_id, dataset.instance_masks, skipped)
+            if truth is None:
+                continue
             predicted = store.read(image_id, ["masks_s1", "class_ids", "scores"])
-            gt_masks, gt_class_ids = dataset.instance_masks(image_id)
+            gt_masks, gt_class_ids = truth
             accumulator.add(predicted["masks_s1"], predicted["class_ids"], predicted["scores"], gt_masks, gt_class_ids)
+            evaluated.append(image_id)
     results = accumulator.result()
     class_names = list(dataset.class_names)
     table = evaluation.instance_table(
@@ -117,21 +169,35 @@ def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], ou
     summary["mAP_vol"] = float(evaluation.map_r_vol(results))
     if config.dataset.kind == "coco":
         with ShardedStore(instance_paths, product="instances") as store:
-            coco = evaluation.coco_mask_ap(_StoredInstances(store, _infer_ids(config)), dataset.coco)
+            coco = evaluation.coco_mask_ap(_StoredInstances(store, evaluated), dataset.coco)
         summary.update({f"COCO {name}": value for name, value in coco.items()})
+    _write_skipped(output_prefix, skipped)
     logger.info("instance pseudo labels: %s", ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
-    return summary
+    result: dict[str, Any] = {**summary, "images": len(evaluated)}
+    if skipped:
+        result["skipped"] = dict(sorted(skipped.items()))
+    return result
 
 
 def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) -> None:
     """One Markdown table of the headline numbers (percent), from the stages' JSON metric files."""
     rows = []
+    skipped: dict[str, str] = {}
     for stage, path in metric_files.items():
         metrics = json.loads(path.read_text(encoding="utf-8"))
         for name, value in metrics.items():
+            if name == "skipped":
+                skipped.update(value)
+                continue
             if name == "images":
                 continue
             rows.append({"stage": stage, "metric": name, "value (%)": round(100 * float(value), 2)})
     frame = pd.DataFrame(rows)
     header = f"# irn run '{config.name}' ({config.dataset.kind}, {config.dataset.infer_split} split)\n\n"
-    write_text_atomic(output, header + frame.to_markdown(index=False) + "\n")
+    footer = ""
+    if skipped:
+        footer = (
+            f"\n**{len(skipped)} image(s) left out** (dataset.on_unreadable: skip; reasons in the stage tables): "
+            + ", ".join(f"`{image_id}`" for image_id in sorted(skipped)) + "\n"
+        )
+    write_text_atomic(output, header + frame.to_markdown(index=False) + "\n" + footer)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from irn_core.config import RunConfig
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from irn_core.errors import DatasetError
 from irn_core.ir_labels import confident_region_labels
 from irn_core.irnet.infer import boundary_and_displacement
 from irn_core.irnet.train import IRNetTrainSettings, measure_displacement_mean, train_irnet
@@ -23,7 +24,9 @@ from irn_core.relations.path_index import path_index
 from irn_core.steps.common import (
     open_run_dataset,
     prepare_runtime,
+    readable_ids,
     shard_plan,
+    skip_or_raise,
     split_ids,
     stage_metadata,
     training_process,
@@ -45,7 +48,14 @@ def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: P
         output, product="ir_labels", config_hash=stage_hash, shard_index=shard_index, config=stage_config
     ) as writer:
         for image_id in tqdm(image_ids, desc=f"ir labels shard {shard_index}", unit="image"):
-            image = dataset.image(image_id)
+            if image_id in cams.skipped:
+                writer.skip(image_id, f"skipped in {cam_path}: {cams.skipped[image_id]}")
+                continue
+            try:
+                image = dataset.image(image_id)
+            except DatasetError as error:
+                skip_or_raise(config, image_id, error, writer.skipped_ids)
+                continue
             stored = cams.read(image_id, ["cam_s1", "class_ids"])
             if len(stored["class_ids"]) == 0:
                 # no foreground class: every pixel is confidently background
@@ -124,6 +134,8 @@ def run_train_irnet(
         if max_steps is not None:
             settings = IRNetTrainSettings(**{**asdict(settings), "max_steps": max_steps})
         with ShardedStore(ir_label_paths, product="ir_labels") as store:
+            skipped = {image_id: store.skipped[image_id] for image_id in image_ids if image_id in store.skipped}
+            image_ids = [image_id for image_id in image_ids if image_id not in skipped]
             missing = [image_id for image_id in image_ids if image_id not in store]
             if missing:
                 raise ValueError(f"confident-region labels missing for {len(missing)} training ids, e.g. {missing[:3]}")
@@ -137,7 +149,8 @@ def run_train_irnet(
             mean_split = (
                 config.dataset.train_split if train.displacement_mean_ids == "train" else config.dataset.infer_split
             )
-            mean_ids = split_ids(config, mean_split)
+            mean_ids, mean_skipped = readable_ids(config, dataset, split_ids(config, mean_split), labels=False)
+            skipped.update(mean_skipped)
             mean = measure_displacement_mean(
                 model,
                 dataset,
@@ -155,7 +168,12 @@ def run_train_irnet(
                 model_state=model.state_dict(),
                 kind="irnet",
                 config={**stage_config, "stage_hash": stage_hash},
-                record={**asdict(record), "world_size": context.world_size, "displacement_mean": mean.tolist()},
+                record={
+                    **asdict(record),
+                    "world_size": context.world_size,
+                    "displacement_mean": mean.tolist(),
+                    "skipped": skipped,
+                },
             )
             logger.info("saved %s (%d steps, %.1f images/s)", output, record.steps, record.images_per_second)
 
@@ -182,7 +200,11 @@ def run_irnet_infer(config: RunConfig, shard_index: int, checkpoint: Path, outpu
         float16=(affinity_name,),
     ) as writer:
         for image_id in tqdm(image_ids, desc=f"irnet shard {shard_index}", unit="image"):
-            image = dataset.image(image_id)
+            try:
+                image = dataset.image(image_id)
+            except DatasetError as error:
+                skip_or_raise(config, image_id, error, writer.skipped_ids)
+                continue
             boundary, displacement = boundary_and_displacement(model, image, pad_to=config.irnet.infer.pad_to)
             affinity = boundary_to_affinity(boundary[None], index)[0]
             writer.add(

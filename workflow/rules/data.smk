@@ -30,8 +30,6 @@ if RUN.dataset.kind == "synthetic":
             W.path("inputs", "{product}", "shard-{shard}.json"),
         params:
             reads=lambda wildcards: W.manifest_reads(wildcards.product),
-        group:
-            "manifests"
         threads: 1
         resources:
             **W.resources("shard_manifest"),
@@ -49,8 +47,6 @@ if RUN.dataset.kind == "synthetic":
         wildcard_constraints:
             role=r"[a-z_]+",
             reads=r"[a-z_+]+",
-        group:
-            "manifests"
         threads: 1
         resources:
             **W.resources("role_manifest"),

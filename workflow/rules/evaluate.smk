@@ -20,7 +20,7 @@ for _name, (_step, _product) in EVALUATIONS.items():
             markdown=W.path("evaluation", f"{_name}.md"),
             metrics=W.path("evaluation", f"{_name}.json"),
         params:
-            stage=W.stage("evaluate") + W.stage("eval_cam"),
+            stage=W.stage("evaluate") + (W.stage("eval_cam") if _name == "cam" else ""),
             prefix=W.path("evaluation", _name),
             step=_step,  # shell commands are evaluated at run time: take loop values through params
         threads: 1
