@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,6 +71,14 @@ def command_manifest(arguments: argparse.Namespace) -> None:
     else:
         raise IrnError("give --product and --shard, or --role")
     write_if_changed(arguments.out, text)
+
+
+def command_compare(arguments: argparse.Namespace) -> int:
+    from irn_core.compare import compare_runs
+
+    comparison = compare_runs(arguments.run_a, arguments.run_b, tolerance=arguments.tolerance)
+    sys.stdout.write(comparison.report())
+    return 0 if comparison.identical else 1
 
 
 def command_show_config(arguments: argparse.Namespace) -> None:
@@ -196,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--role", help="split role (train, infer, downstream, val)")
     command.add_argument("--reads", required=True, help="what is read per id: image, labels, ground_truth (joined by +)")
     command.add_argument("--out", required=True)
+    command = add("compare", command_compare, "compare two runs' products; exit 1 and say where they first differ",
+                  config_required=False)
+    command.add_argument("run_a", help="a run folder (results/<name>)")
+    command.add_argument("run_b", help="another run folder")
+    command.add_argument("--tolerance", type=float, default=0.0, help="largest absolute difference taken as equal")
     command = add("show-config", command_show_config, "print the resolved config (or the JSON schema)",
                   config_required=False)
     command.add_argument("--schema", action="store_true")
@@ -254,12 +268,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    injected = _injected_failure(arguments.command)
+    if injected is not None:
+        logger.error("%s", injected)
+        return 1
     try:
-        arguments.function(arguments)
+        status = arguments.function(arguments)
     except IrnError as error:
         logger.error("%s", error)
         return 2
-    return 0
+    return status if isinstance(status, int) else 0
+
+
+FAIL_ONCE_VARIABLE = "IRN_TEST_FAIL_ONCE"
+"""Fault injection for tests of retries: ``STEP:MARKER`` makes the first ``irn STEP`` that finds no
+file ``MARKER`` create it and exit 1 (the next attempt runs normally)."""
+
+
+def _injected_failure(command: str) -> str | None:
+    value = os.environ.get(FAIL_ONCE_VARIABLE)
+    if not value:
+        return None
+    step, _, marker = value.partition(":")
+    if step != command or not marker:
+        return None
+    try:
+        with open(marker, "x", encoding="utf-8") as handle:
+            handle.write(f"{command} failed once on purpose\n")
+    except FileExistsError:
+        return None
+    return f"{FAIL_ONCE_VARIABLE}: failing this first attempt of 'irn {command}' on purpose ({marker})"
 
 
 if __name__ == "__main__":

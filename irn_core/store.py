@@ -11,14 +11,16 @@ Layout of ``<run>/<product>/shard-00003.h5``::
 
 Datasets are chunked and gzip-compressed (with the shuffle filter); floating-point datasets
 listed in ``float16`` are stored as float16 (e.g. CAMs, to halve their size). Object times are not
-recorded, so the same inputs give the same bytes. A file is written to a temporary sibling and
-renamed into place when complete, so a file at its final path is always whole; readers still check
+recorded, so the same inputs give the same bytes. A file is built in memory, written to a temporary
+sibling and renamed into place when complete, so a file at its final path is always whole (a write
+that fails, e.g. on a full disk, raises :class:`~irn_core.errors.StoreError` and leaves nothing); readers still check
 the schema version, the product and the presence of every image id, and fail with a
 :class:`~irn_core.errors.StoreError` naming the file, the image id and the problem.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -88,13 +90,14 @@ class ShardWriter:
         self._image_ids: list[str] = []
         self.skipped_ids: dict[str, str] = {}
         """Ids left out of the shard -> reason (see :meth:`skip`)."""
-        self._context: Any = None
+        self._buffer = io.BytesIO()
         self._file: h5py.File | None = None
 
     def __enter__(self) -> ShardWriter:
-        self._context = atomic_path(self.path)
-        temporary = self._context.__enter__()
-        self._file = h5py.File(temporary, "w", track_order=True)
+        # The file is built in memory and written out in one piece when complete: HDF5 crashes the
+        # process (SIGSEGV) when a write fails on a full disk, Python's own write raises OSError.
+        self._buffer = io.BytesIO()
+        self._file = h5py.File(self._buffer, "w", track_order=True)
         return self
 
     def add(
@@ -145,7 +148,7 @@ class ShardWriter:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        assert self._file is not None and self._context is not None
+        assert self._file is not None
         try:
             if exc_type is None:
                 attributes = self._file.attrs
@@ -161,7 +164,22 @@ class ShardWriter:
             self._file.close()
         finally:
             self._file = None
-            self._context.__exit__(exc_type, exc, traceback)
+        if exc_type is None:
+            self._write_out()
+        self._buffer = io.BytesIO()
+
+    def _write_out(self) -> None:
+        """Write the finished file to a temporary sibling and rename it into place."""
+        try:
+            with atomic_path(self.path) as temporary, open(temporary, "wb") as handle:
+                handle.write(self._buffer.getbuffer())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise StoreError(
+                f"{self.path}: could not write the shard file ({error.strerror or error}; disk full?); "
+                "nothing was written at this path"
+            ) from error
 
 
 class ShardReader:

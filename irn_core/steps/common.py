@@ -269,7 +269,9 @@ def training_process(config: RunConfig) -> Iterator[tuple[DistributedContext, to
 def prepare_runtime(config: RunConfig, *, local_rank: int | None = None) -> torch.device:
     configure_runtime(threads=config.compute.threads, deterministic=config.compute.deterministic)
     device = resolve_device(config.compute.device, local_rank=local_rank)
-    logger.info("device %s, %d CPU threads", device, torch.get_num_threads())
+    logger.info(
+        "device %s, %d CPU threads, CPU kernels %s", device, torch.get_num_threads(), torch.backends.cpu.get_cpu_capability()
+    )
     return device
 
 

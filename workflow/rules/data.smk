@@ -23,6 +23,11 @@ if RUN.dataset.kind == "synthetic":
 
     # Before the dataset exists there is nothing to fingerprint at DAG-build time: these rules write
     # the first manifests after the generator (the same text the DAG-build refresh writes later).
+    # They take a second: on a cluster they run in the Snakemake process itself, not as jobs.
+    localrules:
+        shard_manifest,
+        role_manifest,
+
     rule shard_manifest:
         input:
             DATA_ROOT,
