@@ -253,6 +253,12 @@ class ComputeConfig(_Section):
     training_gpus: int = Field(0, ge=0, description="GPUs a training rule declares (DDP over that many processes)")
     threads: int = Field(2, ge=1, description="CPU threads per job")
     deterministic: bool = Field(True, description="torch deterministic algorithms (bitwise reproducible on CPU)")
+    cpu_kernels: Literal["native", "avx2"] = Field(
+        "native",
+        description="CPU kernels of the workflow's jobs: 'native' (the best this CPU has: AVX-512 where present) "
+        "or 'avx2' (PyTorch, oneDNN and MKL limited to AVX2, so that machines with and without AVX-512 run the "
+        "same kernels; see docs/reproducibility.md)",
+    )
     rule_resources: dict[str, RuleResources] = Field(
         default_factory=dict,
         description="per-rule cluster resources by rule name ('default' for every rule), e.g. "

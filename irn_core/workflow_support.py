@@ -55,6 +55,14 @@ or the command line (``--set-resources RULE:mem_mb=...``) says otherwise; sized 
 the paper's settings and 64 images per shard."""
 
 
+CPU_KERNEL_ENVIRONMENT = {
+    "native": "",
+    "avx2": "env ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 ",
+}
+"""Variables set in front of every ``irn`` command for ``compute.cpu_kernels`` (they must be set before
+torch loads): PyTorch's vectorised kernels, oneDNN's convolutions and MKL's code path, all AVX2."""
+
+
 @dataclass(frozen=True)
 class WorkflowContext:
     run: RunConfig
@@ -80,7 +88,7 @@ class WorkflowContext:
 
     def irn(self, step: str, *, processes: int = 1) -> str:
         """The command line that runs ``irn <step>`` in this Python environment (torchrun for DDP)."""
-        python = shlex.quote(sys.executable)
+        python = CPU_KERNEL_ENVIRONMENT[self.run.compute.cpu_kernels] + shlex.quote(sys.executable)
         if processes > 1:
             launcher = f"{python} -m torch.distributed.run --standalone --nproc_per_node {processes} -m irn_core.cli"
         else:

@@ -268,6 +268,14 @@ def training_process(config: RunConfig) -> Iterator[tuple[DistributedContext, to
 
 def prepare_runtime(config: RunConfig, *, local_rank: int | None = None) -> torch.device:
     configure_runtime(threads=config.compute.threads, deterministic=config.compute.deterministic)
+    if config.compute.cpu_kernels != "native":
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability.lower() != config.compute.cpu_kernels:
+            logger.warning(
+                "compute.cpu_kernels is %r but PyTorch runs %s kernels: set ATEN_CPU_CAPABILITY=avx2 "
+                "ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 before starting irn (the workflow does)",
+                config.compute.cpu_kernels, capability,
+            )
     device = resolve_device(config.compute.device, local_rank=local_rank)
     logger.info(
         "device %s, %d CPU threads, CPU kernels %s", device, torch.get_num_threads(), torch.backends.cpu.get_cpu_capability()

@@ -60,17 +60,20 @@ def snakemake(workdir: Path, config: Path, *extra: str, check: bool = True) -> s
     return result
 
 
-JOB_PATTERN = re.compile(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: (?:.*?)shard=(\d{5})", re.MULTILINE)
-RULE_PATTERN = re.compile(r"^(?:local)?rule (\w+):", re.MULTILINE)
+RULE_LINE = re.compile(r"^\s*(?:local)?rule (\w+):$", re.MULTILINE)
+SHARD = re.compile(r"^\s*wildcards:.*\bshard=(\d{5})", re.MULTILINE)
 
 
 def planned(workdir: Path, config: Path) -> set[str]:
-    """The jobs a dry run would run: ``rule`` or ``rule/shard``."""
+    """The jobs a dry run would run: ``rule`` or ``rule/shard`` (group members are indented)."""
     text = snakemake(workdir, config, "--dry-run").stdout
-    shards = {(rule, shard) for rule, shard in JOB_PATTERN.findall(text)}
-    sharded_rules = {rule for rule, _ in shards}
-    rules = {rule for rule in RULE_PATTERN.findall(text) if rule not in sharded_rules}
-    return rules | {f"{rule}/{int(shard)}" for rule, shard in shards}
+    starts = list(RULE_LINE.finditer(text))
+    jobs = set()
+    for start, end in zip(starts, [*starts[1:], None]):
+        block = text[start.end(): end.start() if end is not None else len(text)]
+        shard = SHARD.search(block)
+        jobs.add(start.group(1) if shard is None else f"{start.group(1)}/{int(shard.group(1))}")
+    return jobs
 
 
 EVALUATION = {"evaluate_cam", "evaluate_semantic", "evaluate_instances", "summary", "all"}
