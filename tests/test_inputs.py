@@ -23,19 +23,25 @@ def _ids(*numbers: int) -> list[str]:
 
 
 def test_extend_plan_appends_new_ids_to_new_shards_and_drops_removed_ids_in_place() -> None:
-    first = extend_plan(None, {"train": _ids(0, 1, 2, 3), "infer": _ids(4, 5, 6)}, 3)
-    assert first.shards == (tuple(_ids(0, 1, 2)), tuple(_ids(3, 4, 5)), tuple(_ids(6)))
-    # ids that sort between the old ones still go to new shards; the short last shard is kept
-    grown = extend_plan(first, {"train": _ids(0, 1, 2, 3), "infer": _ids(4, 5, 6, 7) + ["im0035", "im9"]}, 3)
-    assert grown.shards[:3] == first.shards
-    assert grown.shards[3:] == (("im0035", "im007", "im9"),)
-    assert grown.infer_ids == frozenset(_ids(4, 5, 6, 7) + ["im0035", "im9"])
-    shrunk = extend_plan(grown, {"train": _ids(0, 1, 2, 3), "infer": _ids(4, 6, 7) + ["im0035", "im9"]}, 3)
-    assert shrunk.shards[1] == tuple(_ids(3, 4)) and shrunk.shards[0] == first.shards[0]
-    assert shrunk.shards[2:] == grown.shards[2:]
+    first = extend_plan(None, {"train": _ids(0, 1, 2, 3), "infer": _ids(3, 4, 5, 6)}, 2)
+    # ids grouped by roles (train only, train + infer, infer only), each group sorted and cut
+    assert first.shards == (tuple(_ids(0, 1)), tuple(_ids(2)), tuple(_ids(3)), tuple(_ids(4, 5)), tuple(_ids(6)))
+    # new ids, also ones that sort between the old ones, go to new shards; short shards stay short
+    grown = extend_plan(first, {"train": _ids(0, 1, 2, 3), "infer": _ids(3, 4, 5, 6, 7) + ["im0035", "im9"]}, 2)
+    assert grown.shards[:5] == first.shards
+    assert grown.shards[5:] == (("im0035", "im007"), ("im9",))
+    assert grown.infer_ids == frozenset(_ids(3, 4, 5, 6, 7) + ["im0035", "im9"])
+    # a removed id leaves its shard only; an emptied shard keeps its index
+    shrunk = extend_plan(grown, {"train": _ids(0, 1, 2, 3), "infer": _ids(3, 4, 7) + ["im0035", "im9"]}, 2)
+    assert shrunk.shards[3] == tuple(_ids(4)) and shrunk.shards[4] == ()
+    assert shrunk.shards[:3] == first.shards[:3] and shrunk.shards[5:] == grown.shards[5:]
+    assert shrunk.product_shards("irnet") == [2, 3, 5, 6]
     # nothing in common (another dataset): a fresh plan
     other = extend_plan(grown, {"train": ["a", "b"], "infer": []}, 3)
     assert other.shards == (("a", "b"),)
+    # one split for every role: the sorted ids cut into shards, as before role groups
+    assert extend_plan(None, {"train": _ids(2, 0, 1), "infer": _ids(0, 1, 2)}, 2).shards == (
+        tuple(_ids(0, 1)), tuple(_ids(2)))
 
 
 def _synthetic_config(tmp_path: Path, **dataset: object) -> object:
@@ -69,7 +75,7 @@ def test_recorded_plan_is_written_once_and_read_back_by_jobs(tmp_path: Path) -> 
 def test_plan_json_round_trip() -> None:
     plan = extend_plan(None, {"train": _ids(0, 1), "infer": _ids(1, 2), "val": _ids(3)}, 2)
     again = ShardPlan.from_json(plan.to_json())
-    assert again == plan and again.product_shards("deeplab") == [1]
+    assert again == plan and again.product_shards("deeplab") == [3] and len(again) == 4
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +106,13 @@ def test_manifests_change_only_with_the_content_of_the_files_their_jobs_read(tmp
     inputs = tmp_path / "results" / "inputs" / "inputs"
     manifests = sorted(path for path in inputs.rglob("*.json") if not path.name.startswith("."))
     names = [str(path.relative_to(inputs)) for path in manifests]
-    # 9 ids in shards of 4: cam in all 3 shards; ir_labels (train ids 0-5) in shards 0 and 1
+    # train ids 0-5 in shards 0 and 1, val ids 6-8 in shard 2: cam in all, ir_labels in 0 and 1
     assert names == ["cam/shard-00000.json", "cam/shard-00001.json", "cam/shard-00002.json",
                      "infer.ground_truth.json", "ir_labels/shard-00000.json", "ir_labels/shard-00001.json",
                      "train.image+labels.json"]
     cam = json.loads((inputs / "cam" / "shard-00001.json").read_text())
-    assert cam["ids"] == ["syn_000004", "syn_000005", "syn_000006", "syn_000007"]
-    assert set(cam["sources"]["syn_000006"]) == {"JPEGImages/syn_000006.jpg", "Annotations/syn_000006.xml"}
+    assert cam["ids"] == ["syn_000004", "syn_000005"]
+    assert set(cam["sources"]["syn_000005"]) == {"JPEGImages/syn_000005.jpg", "Annotations/syn_000005.xml"}
     times = {path: path.stat().st_mtime_ns for path in manifests}
 
     def refresh() -> set[str]:
@@ -124,7 +130,7 @@ def test_manifests_change_only_with_the_content_of_the_files_their_jobs_read(tmp
     assert refresh() == set()
     # new bytes in one validation image: only the CAM manifest of its shard
     image.write_bytes(image.read_bytes() + b"\0")
-    assert refresh() == {"cam/shard-00001.json"}
+    assert refresh() == {"cam/shard-00002.json"}
     # a training image: its CAM and confident-region shards and the training manifest
     (root / "JPEGImages" / "syn_000001.jpg").write_bytes(b"not a jpeg")
     assert refresh() == {"cam/shard-00000.json", "ir_labels/shard-00000.json", "train.image+labels.json"}

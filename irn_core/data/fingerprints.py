@@ -64,7 +64,9 @@ def _record_digest(record: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:_HASH_CHARS]
 
 
-def image_sources(dataset: Any, image_id: str, reads: Iterable[str]) -> list[Source]:
+def image_sources(
+    dataset: Any, image_id: str, reads: Iterable[str], exists: Any = None
+) -> list[Source]:
     """The :class:`Source` list of ``image_id`` for the kinds of input in ``reads`` (:data:`READS`).
 
     Works with :class:`~irn_core.data.voc.VOCDataset` (VOC, SBD, synthetic) and
@@ -77,27 +79,27 @@ def image_sources(dataset: Any, image_id: str, reads: Iterable[str]) -> list[Sou
         raise ValueError(f"unknown reads {sorted(unknown)} (known: {', '.join(READS)})")
     if hasattr(dataset, "coco"):
         return _coco_sources(dataset, image_id, reads)
-    return _voc_sources(dataset, image_id, reads)
+    return _voc_sources(dataset, image_id, reads, exists or (lambda path: path.is_file()))
 
 
-def _voc_sources(dataset: Any, image_id: str, reads: tuple[str, ...]) -> list[Source]:
+def _first_existing(candidates: list[Path | None], exists: Any) -> Path:
+    """The first candidate that exists (the reader's order of precedence), else the first one."""
+    present = [path for path in candidates if path is not None]
+    return next((path for path in present if exists(path)), present[0])
+
+
+def _voc_sources(dataset: Any, image_id: str, reads: tuple[str, ...], exists: Any) -> list[Source]:
     root = Path(dataset.root)
     paths: list[Path] = []
+    class_maps = [dataset.class_mask_path(image_id), dataset.augmented_class_mask_path(image_id),
+                  dataset.sbd_class_path(image_id)]
     if "image" in reads:
         paths.append(dataset.image_path(image_id))
     if "labels" in reads:
-        annotation = dataset.annotation_path(image_id)
-        if annotation.is_file():
-            paths.append(annotation)
-        else:
-            paths.append(dataset.semantic_mask_source(image_id) or dataset.class_mask_path(image_id))
+        paths.append(_first_existing([dataset.annotation_path(image_id), *class_maps], exists))
     if "ground_truth" in reads:
-        paths.append(dataset.semantic_mask_source(image_id) or dataset.class_mask_path(image_id))
-        object_path = dataset.object_mask_path(image_id)
-        if object_path.is_file() or dataset.sbd_instance_path(image_id) is None:
-            paths.append(object_path)
-        else:
-            paths.append(dataset.sbd_instance_path(image_id))
+        paths.append(_first_existing(class_maps, exists))
+        paths.append(_first_existing([dataset.object_mask_path(image_id), dataset.sbd_instance_path(image_id)], exists))
     unique = list(dict.fromkeys(paths))
     return [Source(_relative(path, root), path=path) for path in unique]
 
@@ -125,6 +127,8 @@ class FingerprintCache:
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = Path(path) if path is not None else None
         self._entries: dict[str, list[Any]] = {}
+        self._status: dict[str, tuple[int, int] | None] = {}
+        self._digests: dict[str, str | None] = {}
         self._dirty = False
         if self.path is not None and self.path.is_file():
             try:
@@ -133,6 +137,21 @@ class FingerprintCache:
                 logger.warning("%s: unreadable fingerprint cache, starting a new one", self.path)
                 self._entries = {}
 
+    def status(self, path: Path) -> tuple[int, int] | None:
+        """(size, modification time in ns) of ``path``, or None if it is missing; one ``stat`` per path
+        for the life of this object (one DAG build)."""
+        name = str(path)
+        if name not in self._status:
+            try:
+                result = os.stat(name)
+                self._status[name] = (result.st_size, result.st_mtime_ns)
+            except OSError:
+                self._status[name] = None
+        return self._status[name]
+
+    def exists(self, path: Path) -> bool:
+        return self.status(path) is not None
+
     def fingerprints(self, paths: Sequence[Path], *, workers: int = 4) -> dict[Path, str | None]:
         """The content hash of every path (None for a missing file); new or changed files are hashed
         in ``workers`` threads."""
@@ -140,21 +159,23 @@ class FingerprintCache:
         to_hash: list[tuple[Path, str, int, int]] = []
         for path in paths:
             name = str(path)
-            try:
-                status = os.stat(name)
-            except OSError:
+            if name in self._digests:
+                results[path] = self._digests[name]
+                continue
+            status = self.status(path)
+            if status is None:
                 results[path] = None
                 continue
             entry = self._entries.get(name)
-            if entry is not None and entry[0] == status.st_size and entry[1] == status.st_mtime_ns:
-                results[path] = entry[2]
+            if entry is not None and entry[0] == status[0] and entry[1] == status[1]:
+                results[path] = self._digests[name] = entry[2]
             else:
-                to_hash.append((path, name, status.st_size, status.st_mtime_ns))
+                to_hash.append((path, name, *status))
         if to_hash:
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 digests = list(pool.map(lambda item: _file_digest(item[0]), to_hash))
             for (path, name, size, mtime), digest in zip(to_hash, digests):
-                results[path] = digest
+                results[path] = self._digests[name] = digest
                 if digest is not None:
                     self._entries[name] = [size, mtime, digest]
                     self._dirty = True
@@ -188,7 +209,7 @@ def manifest(
     sources and their content, never on times or the machine.
     """
     reads = tuple(reads)
-    per_image = {image_id: image_sources(dataset, image_id, reads) for image_id in image_ids}
+    per_image = {image_id: image_sources(dataset, image_id, reads, cache.exists) for image_id in image_ids}
     files = [source.path for sources in per_image.values() for source in sources if source.path is not None]
     hashes = cache.fingerprints(files)
     content = {

@@ -1,7 +1,9 @@
 """What the per-shard entry points share: the shard plan, dataset opening, output paths, runtime setup.
 
-The shard plan cuts the sorted union of the ids of every split the run uses (training, inference,
-downstream training, downstream validation) into shards of ``shard_size``. Every per-shard product
+The shard plan cuts the ids of every split the run uses (training, inference, downstream training,
+downstream validation) into shards of ``shard_size``: ids with the same roles together, sorted, so a
+shard never mixes, say, training-only and inference-only ids (when all roles use one split: the
+sorted ids cut into shards). Every per-shard product
 is computed for the ids of its shard in the product's roles (:data:`PRODUCT_ROLES`): CAMs for the
 training, inference and downstream ids, confident-region labels for the training ids, IRNet outputs
 and pseudo labels for the inference and downstream ids, downstream predictions for the validation
@@ -152,13 +154,32 @@ def role_ids(config: RunConfig) -> dict[str, list[str]]:
     return {role: split_ids(config, split) if split else [] for role, split in role_splits(config).items()}
 
 
+def _role_groups(ids: dict[str, list[str]], wanted: set[str] | None = None) -> list[list[str]]:
+    """The ids (all, or only those in ``wanted``) grouped by the set of roles they have, each group
+    sorted; groups in a fixed order (by their roles in :data:`SPLIT_ROLES` order)."""
+    roles_of: dict[str, tuple[int, ...]] = {}
+    for position, role in enumerate(SPLIT_ROLES):
+        for image_id in ids.get(role, ()):
+            if wanted is None or image_id in wanted:
+                roles_of[image_id] = (*roles_of.get(image_id, ()), position)
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for image_id, signature in roles_of.items():
+        groups.setdefault(signature, []).append(image_id)
+    return [sorted(set(groups[signature])) for signature in sorted(groups)]
+
+
+def _cut(ids: dict[str, list[str]], shard_size: int, wanted: set[str] | None = None) -> list[tuple[str, ...]]:
+    """Shards of ``shard_size`` cut from each role group separately, so that a shard never mixes ids
+    of different roles (a changed inference image then never rewrites a file that training reads)."""
+    return [tuple(shard) for group in _role_groups(ids, wanted) for shard in make_shards(group, shard_size)]
+
+
 def fresh_plan(config: RunConfig) -> ShardPlan:
-    """The plan of a run without a recorded plan: the sorted union of the role ids cut into shards."""
+    """The plan of a run without a recorded plan: the ids grouped by their roles, each group sorted
+    and cut into shards (one group when every split is the same: the sorted ids cut into shards)."""
     ids = role_ids(config)
-    union = sorted(set().union(*map(set, ids.values())))
-    shards = make_shards(union, config.shard_size)
     return ShardPlan(
-        tuple(tuple(shard) for shard in shards),
+        tuple(_cut(ids, config.shard_size)),
         *(frozenset(ids[role]) for role in SPLIT_ROLES),
         shard_size=config.shard_size,
     )
@@ -185,19 +206,18 @@ def read_recorded_plan(config: RunConfig) -> ShardPlan | None:
 def extend_plan(recorded: ShardPlan | None, ids: dict[str, list[str]], shard_size: int) -> ShardPlan:
     """Append-only update of ``recorded`` to the role ids ``ids``.
 
-    Ids already in a shard stay there; ids no longer in any role leave their shard (which may become
-    empty: its index is kept, so later shards keep their names); new ids, sorted, fill new shards of
-    ``shard_size``. Without a recorded plan (or when it shares no id with ``ids``) the result is the
-    fresh plan of ``ids``.
+    Ids already in a shard stay there (also when their roles change); ids no longer in any role leave
+    their shard (which may become empty: its index is kept, so later shards keep their names); new
+    ids, grouped by roles and sorted, fill new shards of ``shard_size``. Without a recorded plan (or
+    when it shares no id with ``ids``) the result is the fresh plan of ``ids``.
     """
     wanted = set().union(*map(set, ids.values()))
     roles = [frozenset(ids.get(role, ())) for role in SPLIT_ROLES]
     placed = {image_id for shard in recorded.shards for image_id in shard} if recorded is not None else set()
     if recorded is None or not placed & wanted:
-        shards = [tuple(shard) for shard in make_shards(sorted(wanted), shard_size)]
-        return ShardPlan(tuple(shards), *roles, shard_size=shard_size)
+        return ShardPlan(tuple(_cut(ids, shard_size)), *roles, shard_size=shard_size)
     kept = [tuple(image_id for image_id in shard if image_id in wanted) for shard in recorded.shards]
-    new = [tuple(shard) for shard in make_shards(sorted(wanted - placed), shard_size)]
+    new = _cut(ids, shard_size, wanted - placed)
     return ShardPlan(tuple(kept + new), *roles, shard_size=shard_size)
 
 

@@ -12,7 +12,7 @@
 set -euo pipefail
 
 DIR=$(realpath -m "${1:?usage: start_cluster.sh DIR}")
-CPUS=${SLURM_TEST_CPUS:-$(nproc)}
+CPUS=${SLURM_TEST_CPUS:-$(nproc --all)}
 mkdir -p "$DIR"/{munge,state,spool,log}
 chmod 0700 "$DIR/munge"
 

@@ -87,6 +87,7 @@ def _snakemake(workdir: Path, *extra: str, environment: dict[str, str]) -> subpr
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_workflow_on_slurm_retries_a_failed_job_and_equals_a_local_run(slurm_conf: Path, tmp_path: Path) -> None:
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     for workdir in (on_slurm, local):

@@ -8,8 +8,9 @@ Finally ``dataset.on_unreadable: skip`` runs through a corrupt image and lists i
 the evaluation and the summary.
 
 The dataset: 10 training ids (syn_000000..09) and 8 validation ids (syn_000010..17), of which the
-validation list first holds 4. Training on ``train``, pseudo labels for ``val``, shards of 4:
-shards 0-1 train only, shard 2 = 2 train + 2 val ids, shard 3 = 2 val ids; added val ids -> shard 4.
+validation list first holds 4. Training on ``train``, pseudo labels for ``val``, shards of 4, ids
+grouped by role: shards 0-2 the training ids (4, 4, 2), shard 3 the validation ids syn_000010..13;
+the 4 added validation ids -> shard 4.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     write_split(root, ALL_VAL[:4])
     config = workdir / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
-    image = root / "JPEGImages" / "syn_000013.jpg"  # shard 3
+    image = root / "JPEGImages" / "syn_000013.jpg"  # shard 3 (validation)
     original = image.read_bytes()
     image.write_bytes(original[: len(original) // 3])
 
@@ -107,8 +108,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert "image id syn_000013" in log and "JPEGImages/syn_000013.jpg" in log and "truncated" in log
     results = workdir / "results" / "robust"
     assert [path.name for path in sorted((results / "cam").glob("*.h5"))] == [f"shard-0000{i}.h5" for i in range(3)]
-    assert (results / "irnet" / "shard-00002.h5").exists() and (results / "semantic" / "shard-00002.h5").exists()
-    assert not (results / "cam" / "shard-00003.h5").exists()
+    assert [path.name for path in sorted((results / "ir_labels").glob("*.h5"))] == [
+        f"shard-0000{i}.h5" for i in range(3)]
+    assert (results / "models" / "irnet.pt").exists()  # training went on without the broken shard
+    assert not (results / "cam" / "shard-00003.h5").exists() and not (results / "irnet" / "shard-00003.h5").exists()
 
     image.write_bytes(original)
     assert planned(workdir, config) == shard_jobs(3) | EVALUATION
@@ -125,11 +128,11 @@ def test_nothing_to_do_after_the_fixed_run(run: tuple[Path, Path]) -> None:
 @pytest.mark.slow
 def test_a_changed_inference_image_reruns_its_shard_only(run: tuple[Path, Path]) -> None:
     workdir, config = run
-    image = workdir / "dataset" / "JPEGImages" / "syn_000011.jpg"  # shard 2, val
+    image = workdir / "dataset" / "JPEGImages" / "syn_000011.jpg"  # shard 3, val
     original = image.read_bytes()
     try:
         image.write_bytes(original + b"\0")
-        assert planned(workdir, config) == shard_jobs(2) | EVALUATION
+        assert planned(workdir, config) == shard_jobs(3) | EVALUATION
     finally:
         image.write_bytes(original)
     assert planned(workdir, config) == set()  # back to the recorded content: nothing to do
@@ -145,7 +148,7 @@ def test_a_changed_training_image_retrains(run: tuple[Path, Path]) -> None:
         jobs = planned(workdir, config)
     finally:
         image.write_bytes(original)
-    assert {"train_cam", "train_irnet", "make_cam/0", "make_cam/3", "ir_labels/0"} <= jobs
+    assert {"train_cam", "train_irnet", "make_cam/0", "make_cam/3", "ir_labels/0", "ir_labels/2"} <= jobs
 
 
 @pytest.mark.slow
@@ -156,9 +159,9 @@ def test_added_images_go_to_new_shards_and_a_removed_one_reruns_its_shard(run: t
         write_split(root, ALL_VAL)
         assert planned(workdir, config) == shard_jobs(4) | EVALUATION
         plan = json.loads((workdir / "results" / "robust" / "shards.json").read_text())
-        assert plan["shards"][4] == ALL_VAL[4:] and plan["shards"][3] == ALL_VAL[2:4]
-        write_split(root, ALL_VAL[:1] + ALL_VAL[2:4])  # syn_000011 (shard 2) removed
-        assert planned(workdir, config) == shard_jobs(2) | EVALUATION
+        assert plan["shards"][4] == ALL_VAL[4:] and plan["shards"][3] == ALL_VAL[:4]
+        write_split(root, ALL_VAL[:1] + ALL_VAL[2:4])  # syn_000011 (shard 3) removed
+        assert planned(workdir, config) == shard_jobs(3) | EVALUATION
     finally:
         write_split(root, ALL_VAL[:4])
     assert planned(workdir, config) == set()
@@ -170,8 +173,9 @@ def test_a_changed_config_value_reruns_exactly_the_rules_it_affects(run: tuple[P
     cases = {
         ("cam", "eval_threshold", 0.2): {"evaluate_cam", "summary", "all"},
         ("ir_labels", "fg_threshold", 0.4): {f"ir_labels/{shard}" for shard in range(3)} | {"train_irnet"}
-        | {f"{rule}/{shard}" for rule in ("irnet_infer", "pseudo_labels") for shard in (2, 3)}
-        | {"evaluate_semantic", "evaluate_instances", "summary", "all"},
+        | {"irnet_infer/3", "pseudo_labels/3", "evaluate_semantic", "evaluate_instances", "summary", "all"},
+        ("random_walk", "beta", 8.0): {"pseudo_labels/3", "evaluate_semantic", "evaluate_instances", "summary",
+                                        "all"},
         ("dataset", "on_unreadable", "skip"): set(),
     }
     for (section, key, value), expected in cases.items():
@@ -200,7 +204,7 @@ def test_skip_mode_leaves_out_an_unreadable_image_and_lists_it(run: tuple[Path, 
             with h5py.File(results / product / "shard-00003.h5") as handle:
                 ids = json.loads(handle.attrs["image_ids"])
                 skipped = json.loads(handle.attrs["skipped"])
-            assert ids == ["syn_000013"] and list(skipped) == ["syn_000012"], product
+            assert ids == ["syn_000010", "syn_000011", "syn_000013"] and list(skipped) == ["syn_000012"], product
             assert "syn_000012" in skipped["syn_000012"]
         for name in ("cam", "semantic", "instances"):
             metrics = json.loads((results / "evaluation" / f"{name}.json").read_text())
@@ -211,5 +215,5 @@ def test_skip_mode_leaves_out_an_unreadable_image_and_lists_it(run: tuple[Path, 
         image.write_bytes(original)
     snakemake(workdir, config)  # the fixed image: shard 3 again, with all its ids
     with h5py.File(results / "semantic" / "shard-00003.h5") as handle:
-        assert json.loads(handle.attrs["image_ids"]) == ["syn_000012", "syn_000013"]
+        assert json.loads(handle.attrs["image_ids"]) == ALL_VAL[:4]
         assert "skipped" not in handle.attrs
