@@ -31,11 +31,14 @@ def test_extend_plan_appends_new_ids_to_new_shards_and_drops_removed_ids_in_plac
     assert grown.shards[:5] == first.shards
     assert grown.shards[5:] == (("im0035", "im007"), ("im9",))
     assert grown.infer_ids == frozenset(_ids(3, 4, 5, 6, 7) + ["im0035", "im9"])
-    # a removed id leaves its shard only; an emptied shard keeps its index
+    # a removed id changes its shard only (a shard without ids has no files); back, it is back in place
     shrunk = extend_plan(grown, {"train": _ids(0, 1, 2, 3), "infer": _ids(3, 4, 7) + ["im0035", "im9"]}, 2)
-    assert shrunk.shards[3] == tuple(_ids(4)) and shrunk.shards[4] == ()
-    assert shrunk.shards[:3] == first.shards[:3] and shrunk.shards[5:] == grown.shards[5:]
+    assert shrunk.shards == grown.shards
+    assert shrunk.ids(3) == _ids(4) and shrunk.ids(4) == [] and shrunk.product_ids(3, "irnet") == _ids(4)
     assert shrunk.product_shards("irnet") == [2, 3, 5, 6]
+    assert shrunk.all_ids("infer") == ["im003", "im004", "im0035", "im007", "im9"]  # plan order
+    restored = extend_plan(shrunk, {"train": _ids(0, 1, 2, 3), "infer": _ids(3, 4, 5, 6, 7) + ["im0035", "im9"]}, 2)
+    assert restored == grown
     # nothing in common (another dataset): a fresh plan
     other = extend_plan(grown, {"train": ["a", "b"], "infer": []}, 3)
     assert other.shards == (("a", "b"),)

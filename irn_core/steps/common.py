@@ -12,8 +12,8 @@ ids. A shard holding none of a product's ids has no file of that product.
 The plan is *recorded* in ``<run_dir>/shards.json`` and only ever appended to: the workflow updates
 it at DAG-build time (:func:`update_recorded_plan`) and every job reads it (:func:`shard_plan`), so a
 growing dataset keeps the shards of the ids already done. New ids go to new shards; a removed id
-leaves only its own shard; a changed ``shard_size`` starts a new plan (every per-shard stage hash
-includes ``shard_size``, so everything is recomputed then anyway).
+changes only its own shard (and returns to it when it comes back); a changed ``shard_size`` starts a
+new plan (every per-shard stage hash includes ``shard_size``, so everything is recomputed then anyway).
 """
 
 from __future__ import annotations
@@ -87,22 +87,41 @@ class ShardPlan:
         ``downstream``, ``val``), in shard order."""
         ids = self.shards[shard_index]
         if which == "all":
-            return list(ids)
+            active = self._wanted_roles(SPLIT_ROLES)
+            return [image_id for image_id in ids if image_id in active]
         wanted = self.role_ids(which)
         return [image_id for image_id in ids if image_id in wanted]
 
+    @functools.cached_property
+    def _product_id_sets(self) -> dict[str, frozenset[str]]:
+        return {}
+
+    def _wanted_roles(self, roles: tuple[str, ...]) -> frozenset[str]:
+        """Every id in any of ``roles`` (computed once per roles: plans hold 100k ids)."""
+        key = "+".join(roles)
+        cache = self._product_id_sets
+        if key not in cache:
+            cache[key] = frozenset().union(*(self.role_ids(role) for role in roles))
+        return cache[key]
+
+    def _wanted(self, product: str) -> frozenset[str]:
+        """Every id ``product`` is made for."""
+        return self._wanted_roles(PRODUCT_ROLES.get(product, ("val",)))
+
     def product_ids(self, shard_index: int, product: str) -> list[str]:
         """Ids of shard ``shard_index`` that ``product`` is made for (:data:`PRODUCT_ROLES`)."""
-        wanted = frozenset().union(*(self.role_ids(role) for role in PRODUCT_ROLES.get(product, ("val",))))
+        wanted = self._wanted(product)
         return [image_id for image_id in self.shards[shard_index] if image_id in wanted]
 
     def product_shards(self, product: str) -> list[int]:
         """Indices of the shards that hold at least one id ``product`` is made for."""
-        return [index for index in range(len(self.shards)) if self.product_ids(index, product)]
+        wanted = self._wanted(product)
+        return [index for index, shard in enumerate(self.shards) if any(image_id in wanted for image_id in shard)]
 
     def all_ids(self, role: str) -> list[str]:
         """Every id in ``role``, in plan order."""
-        return [image_id for index in range(len(self.shards)) for image_id in self.ids(index, role)]
+        wanted = self.role_ids(role)
+        return [image_id for shard in self.shards for image_id in shard if image_id in wanted]
 
     def to_json(self) -> str:
         return json.dumps(
@@ -206,19 +225,20 @@ def read_recorded_plan(config: RunConfig) -> ShardPlan | None:
 def extend_plan(recorded: ShardPlan | None, ids: dict[str, list[str]], shard_size: int) -> ShardPlan:
     """Append-only update of ``recorded`` to the role ids ``ids``.
 
-    Ids already in a shard stay there (also when their roles change); ids no longer in any role leave
-    their shard (which may become empty: its index is kept, so later shards keep their names); new
-    ids, grouped by roles and sorted, fill new shards of ``shard_size``. Without a recorded plan (or
-    when it shares no id with ``ids``) the result is the fresh plan of ``ids``.
+    Ids already in a shard stay there (also when their roles change). An id no longer in any role
+    stays recorded in its shard but is made for no product any more (only that shard's products
+    change; a shard left with no such id has no files, and its index is kept so later shards keep
+    their names); when it comes back it is back in its shard. New ids, grouped by roles and sorted,
+    fill new shards of ``shard_size``. Without a recorded plan (or when it shares no id with ``ids``)
+    the result is the fresh plan of ``ids``.
     """
     wanted = set().union(*map(set, ids.values()))
     roles = [frozenset(ids.get(role, ())) for role in SPLIT_ROLES]
     placed = {image_id for shard in recorded.shards for image_id in shard} if recorded is not None else set()
     if recorded is None or not placed & wanted:
         return ShardPlan(tuple(_cut(ids, shard_size)), *roles, shard_size=shard_size)
-    kept = [tuple(image_id for image_id in shard if image_id in wanted) for shard in recorded.shards]
     new = _cut(ids, shard_size, wanted - placed)
-    return ShardPlan(tuple(kept + new), *roles, shard_size=shard_size)
+    return ShardPlan(tuple(recorded.shards) + tuple(new), *roles, shard_size=shard_size)
 
 
 def update_recorded_plan(config: RunConfig) -> ShardPlan:
