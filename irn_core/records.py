@@ -28,7 +28,7 @@ PACKAGES = (
 
 ENVIRONMENT_VARIABLES = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-    "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES",
+    "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "MKL_CBWR", "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES",
     "SLURM_JOB_ID", "SLURM_CPUS_PER_TASK",
 )
 
@@ -60,21 +60,27 @@ def _cpu_info() -> dict[str, Any]:
     return {"model": model, "flags": sorted(flag for flag in _CPU_FLAGS if flag in flags), "count": os.cpu_count()}
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model and vector extensions, the ISA PyTorch dispatches to, threads, GPUs, steering variables."""
-    import torch
-
+def machine_info(*, with_torch: bool = True) -> dict[str, Any]:
+    """CPU model and vector extensions, threads, steering variables and, ``with_torch``, the kernels
+    PyTorch dispatches to, its thread counts and the GPUs (this loads torch: the DAG-time run record
+    leaves it out, every checkpoint records it for the machine that trained it)."""
     info: dict[str, Any] = {
         "host": platform.node(),
         "platform": platform.platform(),
         "cpu": _cpu_info(),
+        "environment": {name: os.environ[name] for name in ENVIRONMENT_VARIABLES if name in os.environ},
+    }
+    if not with_torch:
+        return info
+    import torch
+
+    info.update({
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "mkldnn_enabled": torch.backends.mkldnn.enabled,
-        "environment": {name: os.environ[name] for name in ENVIRONMENT_VARIABLES if name in os.environ},
         "cuda": None,
-    }
+    })
     if torch.cuda.is_available():
         info["cuda"] = {
             "version": torch.version.cuda,
@@ -90,7 +96,7 @@ def run_record(config: RunConfig) -> dict[str, Any]:
     return {
         "code_version": code_version(),
         "packages": package_versions(),
-        "machine": machine_info(),
+        "machine": machine_info(with_torch="torch" in sys.modules),
         "command": sys.argv,
         "config": json.loads(json.dumps(config.model_dump(mode="json"))),
         "config_yaml": dump_config(config),

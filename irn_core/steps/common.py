@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
 from irn_core.atomic import write_text_atomic
 from irn_core.config import RunConfig, stage_config, stage_hash
@@ -34,11 +34,13 @@ from irn_core.data import synthetic
 from irn_core.data.classes import load_class_names
 from irn_core.data.registry import SegmentationDataset, open_dataset
 from irn_core.data.sharding import make_shards
-from irn_core.engine import distributed
-from irn_core.engine.distributed import DistributedContext
-from irn_core.engine.runtime import configure_runtime, resolve_device
 from irn_core.errors import PlanError
 from irn_core.store import shard_file_name
+
+if TYPE_CHECKING:  # torch loads in the jobs only: the Snakefile imports this module at DAG-build time
+    import torch
+
+    from irn_core.engine.distributed import DistributedContext
 
 logger = logging.getLogger(__name__)
 
@@ -298,6 +300,10 @@ def stage_metadata(config: RunConfig, stage: str) -> tuple[str, dict[str, object
 def training_process(config: RunConfig) -> Iterator[tuple[DistributedContext, torch.device]]:
     """One training process: joins torchrun's process group when launched by it (NCCL on GPUs,
     gloo on CPU), sets threads and device, and waits for every process before leaving."""
+    import torch
+
+    from irn_core.engine import distributed
+
     context = distributed.setup("cuda" if config.compute.device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
         yield context, prepare_runtime(config, local_rank=context.local_rank)
@@ -307,6 +313,10 @@ def training_process(config: RunConfig) -> Iterator[tuple[DistributedContext, to
 
 
 def prepare_runtime(config: RunConfig, *, local_rank: int | None = None) -> torch.device:
+    import torch
+
+    from irn_core.engine.runtime import configure_runtime, resolve_device
+
     configure_runtime(threads=config.compute.threads, deterministic=config.compute.deterministic)
     if config.compute.cpu_kernels != "native":
         capability = torch.backends.cpu.get_cpu_capability()

@@ -105,7 +105,10 @@ def test_workflow_on_slurm_retries_a_failed_job_and_equals_a_local_run(slurm_con
         "--profile", str(ROOT / "config" / "profiles" / "slurm"),
         "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
         "--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=30",
-        "--group-components", "ir_label_shards=2", "pseudo_label_shards=2",
+        # fewer, larger SLURM jobs keep the test short: each job starts Python twice
+        "--groups", "make_cam=cam_and_ir_labels", "ir_labels=cam_and_ir_labels", "irnet_infer=irnet_and_pseudo",
+        "pseudo_labels=irnet_and_pseudo",
+        "--group-components", "cam_and_ir_labels=2", "irnet_and_pseudo=2",
         "--jobs", "4",
         environment=environment,
     )
@@ -117,7 +120,7 @@ def test_workflow_on_slurm_retries_a_failed_job_and_equals_a_local_run(slurm_con
     assert "Trying to restart job" in output  # the failed make_cam job was submitted again
     assert "Job " in output and "SLURM jobid" in output
     slurm_logs = sorted((on_slurm / "logs" / "slurm").rglob("*.log"))
-    assert any("group_ir_label_shards" in str(path) for path in slurm_logs)  # two shards in one SLURM job
+    assert any("group_cam_and_ir_labels" in str(path) for path in slurm_logs)  # grouped jobs in one SLURM job
     run = on_slurm / "results" / "slurm"
     assert (run / "evaluation" / "summary.md").exists()
 
