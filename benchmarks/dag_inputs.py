@@ -55,7 +55,8 @@ def main() -> None:
         print(f"unchanged refresh (stat only):   {refresh(root, output):.1f} s")
         changed = root / "JPEGImages" / f"{count // 2:08d}.jpg"
         changed.write_bytes(changed.read_bytes() + b"\0")
-        manifests = sorted((output / "bench" / "inputs").rglob("*.json"))
+        manifests = sorted(path for path in (output / "bench" / "inputs").rglob("*.json")
+                           if not path.name.startswith("."))
         times = {path: path.stat().st_mtime_ns for path in manifests}
         print(f"one image changed:               {refresh(root, output):.1f} s")
         rewritten = [path.name for path in manifests if path.stat().st_mtime_ns != times[path]]

@@ -53,10 +53,9 @@ class Source:
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
+    """``path`` relative to ``root`` (string arithmetic: this runs for every file of the dataset)."""
+    text, prefix = str(path), str(root).rstrip("/") + "/"
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def _record_digest(record: Any) -> str:
@@ -91,14 +90,18 @@ def _first_existing(candidates: list[Path | None], exists: Any) -> Path:
 def _voc_sources(dataset: Any, image_id: str, reads: tuple[str, ...], exists: Any) -> list[Source]:
     root = Path(dataset.root)
     paths: list[Path] = []
-    class_maps = [dataset.class_mask_path(image_id), dataset.augmented_class_mask_path(image_id),
-                  dataset.sbd_class_path(image_id)]
+
+    def class_maps() -> list[Path | None]:
+        return [dataset.class_mask_path(image_id), dataset.augmented_class_mask_path(image_id),
+                dataset.sbd_class_path(image_id)]
+
     if "image" in reads:
         paths.append(dataset.image_path(image_id))
     if "labels" in reads:
-        paths.append(_first_existing([dataset.annotation_path(image_id), *class_maps], exists))
+        annotation = dataset.annotation_path(image_id)
+        paths.append(annotation if exists(annotation) else _first_existing(class_maps(), exists))
     if "ground_truth" in reads:
-        paths.append(_first_existing(class_maps, exists))
+        paths.append(_first_existing(class_maps(), exists))
         paths.append(_first_existing([dataset.object_mask_path(image_id), dataset.sbd_instance_path(image_id)], exists))
     unique = list(dict.fromkeys(paths))
     return [Source(_relative(path, root), path=path) for path in unique]
@@ -129,6 +132,7 @@ class FingerprintCache:
         self._entries: dict[str, list[Any]] = {}
         self._status: dict[str, tuple[int, int] | None] = {}
         self._digests: dict[str, str | None] = {}
+        self._sources: dict[tuple[str, str], list[Source]] = {}
         self._dirty = False
         if self.path is not None and self.path.is_file():
             try:
@@ -151,6 +155,17 @@ class FingerprintCache:
 
     def exists(self, path: Path) -> bool:
         return self.status(path) is not None
+
+    def sources(self, dataset: Any, image_id: str, reads: tuple[str, ...]) -> list[Source]:
+        """:func:`image_sources`, each (image id, kind of input) resolved once per DAG build (the
+        products of a shard ask for the same images)."""
+        found: list[Source] = []
+        for read in reads:
+            key = (image_id, read)
+            if key not in self._sources:
+                self._sources[key] = image_sources(dataset, image_id, (read,), self.exists)
+            found += [source for source in self._sources[key] if source not in found]
+        return found
 
     def fingerprints(self, paths: Sequence[Path], *, workers: int = 4) -> dict[Path, str | None]:
         """The content hash of every path (None for a missing file); new or changed files are hashed
@@ -209,7 +224,7 @@ def manifest(
     sources and their content, never on times or the machine.
     """
     reads = tuple(reads)
-    per_image = {image_id: image_sources(dataset, image_id, reads, cache.exists) for image_id in image_ids}
+    per_image = {image_id: cache.sources(dataset, image_id, reads) for image_id in image_ids}
     files = [source.path for sources in per_image.values() for source in sources if source.path is not None]
     hashes = cache.fingerprints(files)
     content = {
@@ -218,7 +233,7 @@ def manifest(
     }
     data = {"version": MANIFEST_VERSION, **(description or {}), "reads": list(reads), "ids": list(image_ids),
             "sources": content}
-    return json.dumps(data, indent=0, sort_keys=False) + "\n"
+    return json.dumps(data, separators=(",", ":")) + "\n"  # compact: the C encoder (indent is 5x slower)
 
 
 def write_if_changed(path: str | os.PathLike[str], text: str) -> bool:
