@@ -179,6 +179,48 @@ def command_summary(arguments: argparse.Namespace) -> None:
     run_summary(_config(arguments), metric_files, Path(arguments.out))
 
 
+def command_train_deeplab(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.deeplab import run_train_deeplab
+
+    run_train_deeplab(
+        _config(arguments),
+        arguments.labels,
+        [Path(path) for path in arguments.semantic or []],
+        Path(arguments.out),
+        max_steps=arguments.max_steps,
+    )
+
+
+def command_deeplab_infer(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.deeplab import run_deeplab_infer
+
+    run_deeplab_infer(_config(arguments), arguments.shard, Path(arguments.checkpoint), Path(arguments.out))
+
+
+def command_evaluate_deeplab(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.deeplab import run_evaluate_deeplab
+
+    prefix = Path(arguments.out_prefix)
+    metrics = run_evaluate_deeplab(_config(arguments), [Path(path) for path in arguments.inputs], prefix)
+    _write_metrics(prefix.with_suffix(".json"), metrics)
+
+
+def _add_deeplab_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    command = add("train-deeplab", command_train_deeplab,
+                  "train DeepLab v2 on the downstream split (pseudo labels or ground truth)")
+    command.add_argument("--labels", required=True, choices=["pseudo", "ground_truth"], help="label source")
+    command.add_argument("--semantic", nargs="+", help="semantic pseudo-label shard files (--labels pseudo)")
+    command.add_argument("--out", required=True)
+    command.add_argument("--max-steps", type=int, help="stop early (smoke tests)")
+    command = add("deeplab-infer", command_deeplab_infer,
+                  "DeepLab v2 ensemble (+ CRF) label maps of one shard's validation images", shard=True)
+    command.add_argument("--checkpoint", required=True)
+    command.add_argument("--out", required=True)
+    command = add("evaluate-deeplab", command_evaluate_deeplab, "mIoU of DeepLab v2 on the validation split")
+    command.add_argument("--inputs", nargs="+", required=True, help="the deeplab shard files")
+    command.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, PREFIX.md, PREFIX.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -255,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = add(name, _evaluation_command(function_name), help_text)
         command.add_argument("--inputs", nargs="+", required=True, help="the stage's shard files")
         command.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, PREFIX.md, PREFIX.json")
+    _add_deeplab_commands(add)
     command = add("summary", command_summary, "one Markdown table of the headline metrics")
     command.add_argument("--metrics", nargs="+", required=True, help="STAGE=metrics.json")
     command.add_argument("--out", required=True)

@@ -5,13 +5,16 @@ constant of the reference implementation is a named field whose default is the r
 Reproduction quirks of the reference code are named options resolved from ``preset``:
 
 ``preset: paper``
-    reproduce the reference exactly, quirks included: the reference's ``PolyOptimizer`` passes
-    its weight decay positionally into ``torch.optim.SGD``'s momentum slot, so the effective SGD
-    momentum is 1e-4 (jiwoon-ahn/psa#28).
+    reproduce the reference, quirks included: the reference's ``PolyOptimizer`` passes its weight
+    decay positionally into ``torch.optim.SGD``'s momentum slot, so the effective SGD momentum is
+    1e-4 (jiwoon-ahn/psa#28); CAMs are kept in float32.
 ``preset: fixed``
-    the evident intent: SGD momentum 0.9.
+    the evident intent: SGD momentum 0.9; CAMs stored as float16 (half the disk; see the README's
+    measurement of its effect).
 
-An explicit ``momentum`` in a stage's optimizer section overrides the preset.
+The preset governs exactly these fields, each only where the config leaves it unset (None): every
+optimizer's ``momentum`` and ``cam.infer.float16``. Every other departure from the reference is an
+option of its own, with the reference's behaviour as its default under both presets.
 
 ``schema()`` returns the JSON schema (``config/schema.json`` is generated from it and a test
 keeps the two in sync); :func:`load_config` validates a mapping or YAML files.
@@ -33,6 +36,7 @@ from irn_core.data.synthetic import SyntheticConfig
 from irn_core.errors import ConfigError
 
 PRESET_MOMENTUM: dict[str, float] = {"paper": 1e-4, "fixed": 0.9}
+PRESET_CAM_FLOAT16: dict[str, bool] = {"paper": False, "fixed": True}
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
 
 
@@ -138,7 +142,11 @@ class CAMTrainConfig(ScheduleFields):
 class CAMInferConfig(_Section):
     scales: tuple[float, ...] = Field((1.0, 0.5, 1.5, 2.0), min_length=1, description="input scales (summed)")
     flip: bool = Field(True, description="add the horizontally flipped input at every scale (summed)")
-    float16: bool = Field(True, description="store CAMs as float16 in the HDF5 shards")
+    float16: bool | None = Field(
+        None,
+        description="store CAMs as float16 in the HDF5 shards (None: from preset; paper: float32 as the "
+        "reference, fixed: float16, half the size)",
+    )
 
 
 class CAMConfig(_Section):
@@ -266,6 +274,104 @@ class ComputeConfig(_Section):
     )
 
 
+# ---------------------------------------------------------------------------------------------------
+# DeepLab v2 (downstream semantic segmentation): the recipe of kazuto1011/deeplab-pytorch (VOC 2012)
+
+
+class DeepLabBackboneConfig(BackboneConfig):
+    output_stride: Literal[8, 16] = Field(
+        8,
+        description="8: layer3/layer4 dilated by 2/4 instead of strided (DeepLab v2); 16: stage 5 stride 1, no dilation",
+    )
+    frozen_batchnorm: bool = Field(
+        True, description="BatchNorm frozen as the recipe: running statistics, affine parameters not trained"
+    )
+
+
+class DeepLabOptimizerConfig(_Section):
+    """SGD with DeepLab's stepped poly schedule and per-group learning rates (Caffe lr_mult / decay_mult)."""
+
+    learning_rate: float = Field(2.5e-4, gt=0, description="base learning rate (backbone)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    poly_power: float = Field(0.9, gt=0, description="lr = lr0 * (1 - step / max_step) ** poly_power")
+    lr_decay_every: int = Field(
+        10, ge=1, description="the poly learning rate is updated every this many steps (the recipe's LR_DECAY)"
+    )
+    backbone_lr_multiplier: float = Field(1.0, gt=0, description="learning-rate factor of the backbone weights")
+    aspp_weight_lr_multiplier: float = Field(10.0, gt=0, description="learning-rate factor of the ASPP weights")
+    aspp_bias_lr_multiplier: float = Field(20.0, gt=0, description="learning-rate factor of the ASPP biases")
+    aspp_bias_weight_decay: float = Field(0.0, ge=0, description="weight decay of the ASPP biases (recipe: none)")
+
+
+class DeepLabTrainConfig(ScheduleFields):
+    steps: int | None = Field(20000, ge=1, description="optimizer steps (recipe: 20,000; None: from epochs)")
+    batch_size: int = Field(10, ge=1, description="images a step (recipe: 5 images x 2 accumulated iterations)")
+    crop_size: int = Field(321, ge=16, description="random crop (image padded with the mean colour, label with 255)")
+    scales: tuple[float, ...] = Field(
+        (0.5, 0.75, 1.0, 1.25, 1.5), min_length=1, description="scale jitter: each image is rescaled by one of these"
+    )
+    flip: bool = Field(True, description="random horizontal flip")
+    input_scales: tuple[float, ...] = Field(
+        (0.5, 0.75),
+        description="multi-scale inputs (the recipe's MSC): the crop is also run at these scales and the loss "
+        "summed over every scale's logits and their pixel-wise maximum; [] trains on the crop alone",
+    )
+    frozen_stages: int = Field(
+        0, ge=0, le=5, description="backbone stages computed without gradient (recipe: 0, all trained)"
+    )
+    optimizer: DeepLabOptimizerConfig = DeepLabOptimizerConfig()
+    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    processes: int = Field(1, ge=1, description="data-parallel processes (torchrun); batch_size is the global batch")
+
+    @field_validator("scales", "input_scales")
+    @classmethod
+    def _positive_scales(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(scale <= 0 for scale in value):
+            raise ValueError(f"scales must be positive, got {value}")
+        return value
+
+
+class DeepLabCRFConfig(_Section):
+    """Dense CRF on the ensemble's probabilities (DeepLab's constants, as the recipe's CRF)."""
+
+    enabled: bool = Field(True, description="refine the ensemble's probabilities with a dense CRF")
+    iterations: int = Field(10, ge=1, description="mean-field iterations")
+    pos_w: float = Field(3.0, ge=0, description="weight of the Gaussian (position) kernel")
+    pos_xy_std: float = Field(1.0, gt=0, description="its spatial standard deviation (pixels)")
+    bi_w: float = Field(4.0, ge=0, description="weight of the bilateral (position + colour) kernel")
+    bi_xy_std: float = Field(67.0, gt=0, description="its spatial standard deviation (pixels)")
+    bi_rgb_std: float = Field(3.0, gt=0, description="its colour standard deviation")
+
+
+class DeepLabInferConfig(_Section):
+    scales: tuple[float, ...] = Field(
+        (0.5, 1.0, 1.5, 2.0), min_length=1, description="input scales of the ensemble (probabilities averaged)"
+    )
+    flip: bool = Field(True, description="add the horizontally flipped input at every scale (the 8-way ensemble)")
+    crf: DeepLabCRFConfig = DeepLabCRFConfig()
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(scale <= 0 for scale in value):
+            raise ValueError(f"scales must be positive, got {value}")
+        return value
+
+
+class DeepLabConfig(_Section):
+    """DeepLab v2 trained on the semantic pseudo labels of ``dataset.downstream_split`` and, as the
+    fully supervised upper bound, on its ground truth; evaluated on ``dataset.val_split``."""
+
+    enabled: bool = Field(False, description="train and evaluate DeepLab v2 (needs dataset.downstream_split)")
+    backbone: DeepLabBackboneConfig = DeepLabBackboneConfig()
+    atrous_rates: tuple[int, ...] = Field(
+        (6, 12, 18, 24), min_length=1, description="dilations of the v2 ASPP branches"
+    )
+    train: DeepLabTrainConfig = DeepLabTrainConfig()
+    infer: DeepLabInferConfig = DeepLabInferConfig()
+
+
 class RunConfig(_Section):
     """A whole run of the pipeline."""
 
@@ -282,6 +388,7 @@ class RunConfig(_Section):
     instances: InstanceConfig = InstanceConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     compute: ComputeConfig = ComputeConfig()
+    deeplab: DeepLabConfig = DeepLabConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -297,6 +404,12 @@ class RunConfig(_Section):
         """The effective SGD momentum of ``optimizer`` under this run's preset."""
         return optimizer.momentum if optimizer.momentum is not None else PRESET_MOMENTUM[self.preset]
 
+    @property
+    def cam_float16(self) -> bool:
+        """Whether CAMs are stored as float16, under this run's preset."""
+        float16 = self.cam.infer.float16
+        return float16 if float16 is not None else PRESET_CAM_FLOAT16[self.preset]
+
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "synthetic": ("dataset",),
@@ -309,6 +422,9 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "irn_infer": ("shard_size", "irnet.infer", "random_walk.radius"),
     "pseudo_labels": ("shard_size", "random_walk", "instances"),
     "evaluate": ("evaluation",),
+    "train_deeplab": ("dataset", "seed", "deeplab.backbone", "deeplab.atrous_rates", "deeplab.train"),
+    "deeplab_infer": ("shard_size", "deeplab.infer"),
+    "evaluate_deeplab": ("dataset.val_split",),
 }
 """Config sections each stage's outputs depend on (its own and those of the stages before it are
 tracked separately: a rule re-runs when its own sections change, or when its inputs change).

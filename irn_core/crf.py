@@ -12,7 +12,7 @@ import numpy as np
 
 from irn_core.errors import InputError
 
-__all__ = ["dense_crf_labels"]
+__all__ = ["dense_crf_labels", "dense_crf_probabilities"]
 
 
 def dense_crf_labels(
@@ -68,3 +68,55 @@ def dense_crf_labels(
     )
     marginals = np.asarray(crf.inference(int(iterations)))
     return np.argmax(marginals.reshape((int(n_labels), height, width)), axis=0)
+
+
+def dense_crf_probabilities(
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    iterations: int = 10,
+    pos_w: float = 3,
+    pos_xy_std: float = 1,
+    bi_w: float = 4,
+    bi_xy_std: float = 67,
+    bi_rgb_std: float = 3,
+    image_id: str | None = None,
+) -> np.ndarray:
+    """Refine class probabilities with a fully connected CRF (DeepLab's post-processing).
+
+    Unary ``-log(max(p, 1e-5))`` (pydensecrf's ``unary_from_softmax``), a Gaussian pairwise term
+    (``sxy`` = ``pos_xy_std``, ``compat`` = ``pos_w``) and a bilateral one (``sxy`` = ``bi_xy_std``,
+    ``srgb`` = ``bi_rgb_std``, ``compat`` = ``bi_w``), ``iterations`` mean-field steps. The defaults
+    are DeepLab v2's, as kazuto1011/deeplab-pytorch sets them.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB image.
+        probabilities: ``(C, H, W)`` class probabilities (C >= 2), e.g. a softmax.
+        image_id: named in error messages.
+
+    Returns:
+        ``(C, H, W)`` float32 marginals of the CRF.
+    """
+    import pydensecrf.densecrf as densecrf
+    from pydensecrf.utils import unary_from_softmax
+
+    context = f"crf.dense_crf_probabilities (image {image_id})" if image_id else "crf.dense_crf_probabilities"
+    image = np.asarray(image)
+    probabilities = np.asarray(probabilities)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"{context}: image must be (H, W, 3) uint8, got shape {image.shape} {image.dtype}")
+    height, width = image.shape[:2]
+    if probabilities.ndim != 3 or probabilities.shape[1:] != (height, width) or probabilities.shape[0] < 2:
+        raise InputError(
+            f"{context}: probabilities must be (C >= 2, {height}, {width}) for a {height}x{width} image, "
+            f"got {probabilities.shape}"
+        )
+    if not np.isfinite(probabilities).all():
+        raise InputError(f"{context}: probabilities hold non-finite values")
+    classes = probabilities.shape[0]
+    crf = densecrf.DenseCRF2D(width, height, classes)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probabilities.astype(np.float32))))
+    crf.addPairwiseGaussian(sxy=pos_xy_std, compat=pos_w)
+    crf.addPairwiseBilateral(sxy=bi_xy_std, srgb=bi_rgb_std, rgbim=np.ascontiguousarray(image), compat=bi_w)
+    marginals = np.asarray(crf.inference(int(iterations)), dtype=np.float32)
+    return marginals.reshape((classes, height, width))

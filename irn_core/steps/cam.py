@@ -100,7 +100,7 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
     image_ids = shard_plan(config).product_ids(shard_index, "cam")
     model = load_cam_network(config, checkpoint, device)
     stage_hash, stage_config = stage_metadata(config, "make_cam")
-    float16 = CAM_DATASETS[:2] if config.cam.infer.float16 else ()
+    float16 = CAM_DATASETS[:2] if config.cam_float16 else ()
     with ShardWriter(
         output, product="cam", config_hash=stage_hash, shard_index=shard_index, config=stage_config, float16=float16
     ) as writer:
@@ -128,7 +128,7 @@ def run_import_cams(config: RunConfig, shard_index: int, npy_dir: Path, output: 
     with ShardWriter(
         output, product="cam", config_hash=stage_hash, shard_index=shard_index,
         config={**stage_config, "imported_from": str(npy_dir)},
-        float16=CAM_DATASETS[:2] if config.cam.infer.float16 else (),
+        float16=CAM_DATASETS[:2] if config.cam_float16 else (),
     ) as writer:
         for image_id in tqdm(image_ids, desc=f"import cams shard {shard_index}", unit="image"):
             path = npy_dir / f"{image_id}.npy"

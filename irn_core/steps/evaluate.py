@@ -179,25 +179,66 @@ def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], ou
     return result
 
 
+SUMMARY_ROWS: tuple[tuple[str, str, str, str, float | None], ...] = (
+    # (metrics file key, metric name, row label, split role, the paper's VOC 2012 figure)
+    ("cam", "mIoU", "CAM (background 0.15)", "infer", 48.3),
+    ("semantic", "mIoU", "semantic pseudo labels (random walk)", "infer", 66.5),
+    ("instances", "mAP@0.25", "instance pseudo labels, mAP^r@0.25", "infer", None),
+    ("instances", "mAP@0.5", "instance pseudo labels, mAP^r@0.5", "infer", 37.7),
+    ("instances", "mAP@0.7", "instance pseudo labels, mAP^r@0.7", "infer", None),
+    ("instances", "mAP@0.75", "instance pseudo labels, mAP^r@0.75", "infer", None),
+    ("instances", "mAP_vol", "instance pseudo labels, mAP^r_vol", "infer", None),
+    ("deeplab_pseudo", "mIoU", "DeepLab v2 trained on the pseudo labels", "val", 63.5),
+    ("deeplab_ground_truth", "mIoU", "DeepLab v2 trained on ground truth (upper bound)", "val", None),
+    ("maskrcnn", "mAP@0.25", "Mask R-CNN trained on the pseudo labels, mAP^r@0.25", "val", None),
+    ("maskrcnn", "mAP@0.5", "Mask R-CNN trained on the pseudo labels, mAP^r@0.5", "val", 46.7),
+    ("maskrcnn", "mAP@0.7", "Mask R-CNN trained on the pseudo labels, mAP^r@0.7", "val", 23.5),
+    ("maskrcnn", "mAP@0.75", "Mask R-CNN trained on the pseudo labels, mAP^r@0.75", "val", None),
+    ("maskrcnn", "mAP_vol", "Mask R-CNN trained on the pseudo labels, mAP^r_vol", "val", None),
+)
+"""The rows of the summary in the paper's order; a row appears when its metrics file has the metric.
+The paper's figures (VOC 2012: pseudo labels on ``train``, downstream models on ``val``) are printed
+beside ours for orientation only (README: where each comes from)."""
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
 def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) -> None:
-    """One Markdown table of the headline numbers (percent), from the stages' JSON metric files."""
+    """One Markdown table of the headline numbers (percent) in the paper's order — CAM, semantic and
+    instance pseudo labels, DeepLab v2 on pseudo labels and on ground truth with their ratio, Mask
+    R-CNN — then every other metric the stages wrote (COCO AP, image counts)."""
+    metrics = {stage: json.loads(path.read_text(encoding="utf-8")) for stage, path in metric_files.items()}
+    splits = {"infer": config.dataset.infer_split, "val": config.dataset.val_split or ""}
     rows = []
+    shown: set[tuple[str, str]] = set()
+    for stage, name, label, role, paper in SUMMARY_ROWS:
+        if name in metrics.get(stage, {}):
+            value = 100 * float(metrics[stage][name])
+            rows.append({"stage": label, "split": splits[role], "ours (%)": f"{value:.1f}", "paper, VOC 2012 (%)": _percent(paper)})
+            shown.add((stage, name))
+        if stage == "deeplab_ground_truth" and "mIoU" in metrics.get("deeplab_pseudo", {}) and "mIoU" in metrics.get(stage, {}):
+            ratio = float(metrics["deeplab_pseudo"]["mIoU"]) / max(float(metrics[stage]["mIoU"]), 1e-12)
+            rows.append({"stage": "DeepLab v2: pseudo labels / ground truth", "split": splits["val"],
+                         "ours (%)": f"{100 * ratio:.1f}", "paper, VOC 2012 (%)": "89.4 (test)"})
     skipped: dict[str, str] = {}
-    for stage, path in metric_files.items():
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        for name, value in metrics.items():
-            if name == "skipped":
-                skipped.update(value)
-                continue
-            if name == "images":
-                continue
-            rows.append({"stage": stage, "metric": name, "value (%)": round(100 * float(value), 2)})
-    frame = pd.DataFrame(rows)
-    header = f"# irn run '{config.name}' ({config.dataset.kind}, {config.dataset.infer_split} split)\n\n"
-    footer = ""
+    for values in metrics.values():
+        skipped.update(values.get("skipped", {}))
+    extra = [
+        {"stage": stage, "metric": name, "value": value if name == "images" else round(100 * float(value), 2)}
+        for stage, values in metrics.items()
+        for name, value in values.items()
+        if (stage, name) not in shown and name != "skipped"
+    ]
+    header = f"# irn run '{config.name}' ({config.dataset.kind})\n\n"
+    text = header + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
+    if extra:
+        text += "\nOther figures (percent; `images`: how many were evaluated):\n\n"
+        text += pd.DataFrame(extra).to_markdown(index=False) + "\n"
     if skipped:
-        footer = (
+        text += (
             f"\n**{len(skipped)} image(s) left out** (dataset.on_unreadable: skip; reasons in the stage tables): "
             + ", ".join(f"`{image_id}`" for image_id in sorted(skipped)) + "\n"
         )
-    write_text_atomic(output, header + frame.to_markdown(index=False) + "\n" + footer)
+    write_text_atomic(output, text)

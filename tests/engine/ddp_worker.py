@@ -27,6 +27,15 @@ def main(kind: str, output: str) -> None:
             momentum=0.9, poly_power=0.9, num_workers=0, seed=3,
         )
         model, _ = train_cam(dataset, ids, settings, device=torch.device("cpu"), context=context)
+    elif kind == "deeplab":
+        from irn_core.deeplab.train import DeepLabTrainSettings, train_deeplab
+
+        settings = DeepLabTrainSettings(
+            backbone="resnet18", weights="none", batch_size=4, steps=2, crop_size=32, scales=(0.75, 1.25),
+            input_scales=(0.75,), learning_rate=1e-3, seed=7,
+        )
+        model, _ = train_deeplab(dataset, ids, dataset.semantic_mask, settings, device=torch.device("cpu"),
+                                 context=context)
     else:
         from irn_core.irnet.train import IRNetTrainSettings, train_irnet
         from irn_core.models.backbones import build_backbone

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,16 +159,135 @@ def test_load_mismatched_or_missing_file_raises(tmp_path: Path) -> None:
         build_backbone("vgg16", weights=None)
 
 
-def test_imagenet_resnet_from_hub_cache_or_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _hashed_weight_file(folder: Path, seed: int) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A torchvision ResNet-18 state dict saved as ``resnet18-<sha256 prefix>.pth`` (as torchvision names files)."""
+    torch.manual_seed(seed)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    unnamed = folder / "unnamed.pth"
+    torch.save(state, unnamed)
+    digest = hashlib.sha256(unnamed.read_bytes()).hexdigest()
+    named = folder / f"resnet18-{digest[:8]}.pth"
+    unnamed.rename(named)
+    return named, state
+
+
+def test_imagenet_resnet_from_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(ConfigError, match=r"resnet18-f37072fd\.pth.*" + str(tmp_path / "checkpoints")):
-        build_backbone("resnet18")
+    monkeypatch.setattr(backbones, "download_weights", _no_download)
+    (tmp_path / "checkpoints").mkdir()
     torch.manual_seed(2)
     reference = torchvision.models.resnet18(weights=None)
-    (tmp_path / "checkpoints").mkdir()
     torch.save(reference.state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
     backbone = build_backbone("resnet18", weights="imagenet")
     assert torch.equal(backbone.stages[3][0].conv1.weight, reference.layer3[0].conv1.weight)
+    # the older torchvision file name of the same weights is accepted too
+    (tmp_path / "checkpoints" / "resnet18-f37072fd.pth").rename(tmp_path / "checkpoints" / "resnet18-5c106cde.pth")
+    assert backbones.resnet_imagenet_file("resnet18").name == "resnet18-5c106cde.pth"
+
+
+def _no_download(url: str, destination: Path, *, progress: bool | None = None) -> None:
+    raise AssertionError(f"nothing should be downloaded, asked for {url}")
+
+
+def test_imagenet_resnet_is_downloaded_into_the_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network needed: the weights enum's URL is replaced by a file:// URL of a hashed file."""
+    source, state = _hashed_weight_file(tmp_path / "server", seed=4)
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.setattr(backbones, "resnet_imagenet_url", lambda name: source.as_uri())
+    path = backbones.resnet_imagenet_file("resnet18")
+    assert path == hub / "checkpoints" / source.name and path.read_bytes() == source.read_bytes()
+    assert [file.name for file in path.parent.iterdir()] == [source.name]  # no temporary file left
+    backbone = build_backbone("resnet18", weights="imagenet")  # now from the cache
+    assert torch.equal(backbone.stages[1][0].conv1.weight, state["layer1.0.conv1.weight"])
+    # the real URL comes from torchvision's weights enum
+    monkeypatch.undo()
+    assert backbones.resnet_imagenet_url("resnet50") == torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
+
+
+def test_imagenet_resnet_download_failures_raise_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    absent = tmp_path / "server" / "resnet18-f37072fd.pth"  # no such file: the download fails as offline
+    monkeypatch.setattr(backbones, "resnet_imagenet_url", lambda name: absent.as_uri())
+    expected = r"could not be downloaded.*place resnet18-f37072fd\.pth \(from file://.*\) in "
+    with pytest.raises(ConfigError, match=expected + re.escape(str(hub / "checkpoints"))):
+        build_backbone("resnet18")
+    # a corrupted download (hash mismatch) is refused and leaves nothing in the cache
+    source, _ = _hashed_weight_file(tmp_path / "server", seed=5)
+    corrupted = source.with_name("resnet18-00000000.pth")
+    source.rename(corrupted)
+    monkeypatch.setattr(backbones, "resnet_imagenet_url", lambda name: corrupted.as_uri())
+    with pytest.raises(ConfigError, match="invalid hash value"):
+        backbones.resnet_imagenet_file("resnet18")
+    assert not any((hub / "checkpoints").iterdir())
+    with pytest.raises(ConfigError, match="not in the torch hub cache"):
+        backbones.resnet_imagenet_file("resnet18", download=False)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "efficientnet_lite0"])  # basic, bottleneck, MBConv blocks
+def test_output_stride_8_keeps_parameters_and_gives_stride_8_features(name: str) -> None:
+    torch.manual_seed(0)
+    standard = build_backbone(name, weights=None)
+    torch.manual_seed(0)
+    dilated = build_backbone(name, weights=None, output_stride=8)
+    assert dilated.strides == (4, 4, 8, 8, 8) and dilated.output_stride == 8 and standard.output_stride == 16
+    assert {key: value.shape for key, value in standard.state_dict().items()} == {
+        key: value.shape for key, value in dilated.state_dict().items()
+    }
+    height, width = 37, 53
+    with torch.no_grad():
+        outputs = dilated(torch.randn(1, 3, height, width))
+    for output, stride, channels in zip(outputs, dilated.strides, dilated.channels, strict=True):
+        assert tuple(output.shape) == (1, channels, math.ceil(height / stride), math.ceil(width / stride))
+    for stage in dilated.stages[3:]:  # no stride in stages 4-5 any more, dilation instead
+        convolutions = [module for module in stage.modules() if isinstance(module, nn.Conv2d)]
+        assert all(module.stride == (1, 1) for module in convolutions)
+    rates = {module.dilation[0] for module in dilated.stages[4].modules() if isinstance(module, nn.Conv2d)}
+    assert rates >= {4}
+    with pytest.raises(ConfigError, match="output_stride"):
+        build_backbone(name, weights=None, output_stride=32)
+
+
+def _resnet_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = network.maxpool(network.relu(network.bn1(network.conv1(x))))
+    return network.layer4(network.layer3(network.layer2(network.layer1(x))))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_dilated_resnet_is_the_a_trous_form_of_the_imagenet_network(name: str) -> None:
+    """At output stride 8 every fourth feature is exactly the original stride-32 network's feature."""
+    torch.manual_seed(0)
+    original = getattr(torchvision.models, name)(weights=None)
+    for module in original.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    original.eval()
+    dilated = backbones._build_resnet(name, FixedBatchNorm2d, 8)
+    backbones.load_exact(dilated, original.state_dict(), source=name, ignore_prefixes=("fc.",))
+    x = torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        expected = _resnet_features(original, x)
+        actual = _resnet_features(dilated.eval(), x)
+    assert actual.shape[2:] == (12, 8) and expected.shape[2:] == (3, 2)
+    torch.testing.assert_close(actual[:, :, ::4, ::4], expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_dilated_efficientnet_lite0_is_the_a_trous_form_of_the_imagenet_network() -> None:
+    state = _lite0_file()
+    original = EfficientNetLite0(FixedBatchNorm2d, stride32_stride=2).eval()
+    dilated = EfficientNetLite0(FixedBatchNorm2d, stride32_stride=1, stride16_stride=1, dilate=True).eval()
+    for network in (original, dilated):
+        backbones.load_exact(network, state, source="lite0", ignore_prefixes=("_fc.",))
+    x = torch.randn(1, 3, 96, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = original(x)
+        actual = dilated(x)
+    # "SAME" padding centres a stride-2 output on input 2i + 1: the grids meet at offset 3 = 2 * 1 + 1
+    torch.testing.assert_close(actual[:, :, 3::4, 3::4], expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(actual[:, :, ::4, ::4], expected, atol=1e-2)
 
 
 def test_same_padding_conv_matches_tensorflow_rule() -> None:
