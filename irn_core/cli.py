@@ -191,6 +191,15 @@ def command_train_deeplab(arguments: argparse.Namespace) -> None:
     )
 
 
+def command_train_maskrcnn(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.maskrcnn import run_train_maskrcnn
+
+    run_train_maskrcnn(
+        _config(arguments), [Path(path) for path in arguments.instances or []], Path(arguments.out),
+        max_steps=arguments.max_steps,
+    )
+
+
 def command_deeplab_infer(arguments: argparse.Namespace) -> None:
     from irn_core.steps.deeplab import run_deeplab_infer
 
@@ -219,6 +228,59 @@ def _add_deeplab_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     command = add("evaluate-deeplab", command_evaluate_deeplab, "mIoU of DeepLab v2 on the validation split")
     command.add_argument("--inputs", nargs="+", required=True, help="the deeplab shard files")
     command.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, PREFIX.md, PREFIX.json")
+def command_maskrcnn_infer(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.maskrcnn import run_maskrcnn_infer
+
+    run_maskrcnn_infer(_config(arguments), arguments.shard, Path(arguments.checkpoint), Path(arguments.out))
+
+
+def command_export(arguments: argparse.Namespace) -> None:
+    from irn_core.steps.export import run_export
+
+    run_export(
+        _config(arguments),
+        what=arguments.what,
+        inputs=[Path(path) for path in arguments.inputs or []],
+        output=Path(arguments.out),
+        ground_truth=arguments.ground_truth,
+        splits=arguments.splits,
+        role=arguments.role,
+        min_score=arguments.min_score,
+        results=arguments.results,
+    )
+
+
+def _add_downstream_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Mask R-CNN and the exports."""
+    command = add("train-maskrcnn", command_train_maskrcnn, "train Mask R-CNN on the downstream split")
+    command.add_argument("--instances", nargs="*", help="instance pseudo-label shards (maskrcnn.train.labels: pseudo)")
+    command.add_argument("--out", required=True)
+    command.add_argument("--max-steps", type=int, help="stop early (smoke tests)")
+    command = add("maskrcnn-infer", command_maskrcnn_infer, "Mask R-CNN predictions on one shard's val ids",
+                  shard=True)
+    command.add_argument("--checkpoint", required=True)
+    command.add_argument("--out", required=True)
+    command = add("evaluate-maskrcnn", _evaluation_command("run_evaluate_maskrcnn"),
+                  "mask AP (mAP^r and COCO) of Mask R-CNN on the val ids")
+    command.add_argument("--inputs", nargs="+", required=True, help="the maskrcnn shard files")
+    command.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, PREFIX.md, PREFIX.json")
+    command = add(
+        "export", command_export,
+        "instances as COCO JSON or label maps as VOC-palette PNGs; or the dataset as a COCO-format dataset",
+    )
+    command.add_argument("--what", choices=["coco", "png"], required=True)
+    command.add_argument("--inputs", nargs="*", help="shard files of one product (instances, maskrcnn, semantic)")
+    command.add_argument("--out", required=True, help="JSON file (coco), folder (png, --ground-truth)")
+    command.add_argument("--ground-truth", action="store_true",
+                         help="coco: write the dataset's images and ground-truth instances, one JSON per split")
+    command.add_argument("--splits", nargs="*", help="--ground-truth: splits to write (default: the run's splits)")
+    command.add_argument("--role", choices=["infer", "downstream", "val"],
+                         help="only the ids of this split role (default: every stored id)")
+    command.add_argument("--min-score", type=float,
+                         help="leave out instances scoring below this (default: 1e-5 for pseudo labels, as the "
+                         "reference's make_cocoann.py; none for predictions)")
+    command.add_argument("--results", action="store_true",
+                         help="coco: write COCO's result list (for COCO.loadRes / COCOeval) instead of a dataset")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--inputs", nargs="+", required=True, help="the stage's shard files")
         command.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, PREFIX.md, PREFIX.json")
     _add_deeplab_commands(add)
+    _add_downstream_commands(add)
     command = add("summary", command_summary, "one Markdown table of the headline metrics")
     command.add_argument("--metrics", nargs="+", required=True, help="STAGE=metrics.json")
     command.add_argument("--out", required=True)

@@ -44,6 +44,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class COCOSplitConfig(_Section):
+    """One split of a COCO-format dataset: its instances JSON and its image folder."""
+
+    annotation_file: Path = Field(description="COCO instances JSON of the split")
+    image_dir: Path = Field(description="folder of the split's images (file_name is relative to it)")
+
+
 class DatasetConfig(_Section):
     """Where the images and labels come from."""
 
@@ -56,6 +63,11 @@ class DatasetConfig(_Section):
     )
     sbd_root: Path | None = Field(None, description="SBD 'dataset' folder (cls/, inst/, train.txt, val.txt) for train_aug")
     annotation_file: Path | None = Field(None, description="COCO instances JSON (COCO only)")
+    coco_splits: dict[str, COCOSplitConfig] | None = Field(
+        None,
+        description="COCO only, instead of root + annotation_file (one split 'all'): split name -> "
+        "{annotation_file, image_dir}, e.g. train and val",
+    )
     class_names_file: Path | None = Field(
         None, description="class table (one name per line); default: the dataset's classes.txt, else the VOC 20"
     )
@@ -83,8 +95,10 @@ class DatasetConfig(_Section):
     def _kind_fields(self) -> DatasetConfig:
         if self.kind == "synthetic" and self.synthetic is None:
             raise ValueError("dataset.kind 'synthetic' needs a 'synthetic' section (generator parameters)")
-        if self.kind == "coco" and self.annotation_file is None:
-            raise ValueError("dataset.kind 'coco' needs 'annotation_file'")
+        if self.kind == "coco" and self.annotation_file is None and self.coco_splits is None:
+            raise ValueError("dataset.kind 'coco' needs 'annotation_file' (or 'coco_splits')")
+        if self.coco_splits is not None and (self.kind != "coco" or self.annotation_file is not None):
+            raise ValueError("dataset.coco_splits is for kind 'coco', instead of 'annotation_file'")
         return self
 
 
@@ -370,6 +384,117 @@ class DeepLabConfig(_Section):
     )
     train: DeepLabTrainConfig = DeepLabTrainConfig()
     infer: DeepLabInferConfig = DeepLabInferConfig()
+# ------------------------------------------------------------------------------------------- Mask R-CNN
+
+
+class MaskRCNNRPNConfig(_Section):
+    """Region proposal network (Detectron's R-50-FPN defaults)."""
+
+    pre_nms_top_n_train: int = Field(2000, ge=1, description="proposals per pyramid level before NMS, training")
+    post_nms_top_n_train: int = Field(2000, ge=1, description="proposals per image after NMS, training")
+    nms_threshold: float = Field(0.7, gt=0, le=1)
+    fg_iou_threshold: float = Field(0.7, gt=0, le=1, description="anchors at this IoU with a box are positive")
+    bg_iou_threshold: float = Field(0.3, ge=0, le=1, description="anchors below this IoU with every box are negative")
+    batch_size_per_image: int = Field(256, ge=1, description="anchors sampled per image for the RPN losses")
+    positive_fraction: float = Field(0.5, gt=0, le=1)
+
+
+class MaskRCNNROIConfig(_Section):
+    """Box and mask heads' proposal sampling (Detectron: BATCH_SIZE_PER_IM 512, FG_FRACTION 0.25)."""
+
+    batch_size_per_image: int = Field(512, ge=1, description="proposals sampled per image for the head losses")
+    positive_fraction: float = Field(0.25, gt=0, le=1)
+    fg_iou_threshold: float = Field(0.5, gt=0, le=1)
+    bg_iou_threshold: float = Field(0.5, ge=0, le=1)
+
+
+class MaskRCNNModelConfig(_Section):
+    """Widths of the pyramid and heads, anchors (the defaults: torchvision's maskrcnn_resnet50_fpn)."""
+
+    fpn_channels: int = Field(256, ge=1, description="channels of the feature pyramid")
+    fpn_norm: Literal["none", "group_norm"] = Field(
+        "none", description="normalisation in the pyramid's convolutions (none: torchvision / Detectron)"
+    )
+    box_head_channels: int = Field(1024, ge=1, description="width of the box head's two fully connected layers")
+    mask_head_channels: int = Field(256, ge=1, description="width of the mask head's four 3x3 convolutions")
+    anchor_sizes: tuple[int, int, int, int, int] = Field(
+        (32, 64, 128, 256, 512), description="anchor size of each pyramid level (strides 4, 8, 16, 32, 64)"
+    )
+    aspect_ratios: tuple[float, ...] = Field((0.5, 1.0, 2.0), min_length=1, description="anchor height / width ratios")
+    rpn: MaskRCNNRPNConfig = MaskRCNNRPNConfig()
+    roi: MaskRCNNROIConfig = MaskRCNNROIConfig()
+
+
+class MaskRCNNTrainConfig(ScheduleFields):
+    """The authors' Detectron recipe (jiwoon-ahn/irn issue 11)."""
+
+    labels: Literal["pseudo", "ground_truth"] = Field(
+        "pseudo", description="train on the instance pseudo labels of dataset.downstream_split, or on its "
+        "ground truth (the fully supervised upper bound)"
+    )
+    min_label_score: float = Field(
+        1e-5, ge=0, description="pseudo labels scoring below this are left out (reference make_cocoann.py: 1e-5)"
+    )
+    steps: int | None = Field(18000, ge=1, description="optimizer steps (reference MAX_ITER 18000); None: epochs")
+    batch_size: int = Field(4, ge=1, description="images per step, over all processes (reference IMS_PER_BATCH 4)")
+    learning_rate: float = Field(0.01, gt=0, description="base learning rate (reference BASE_LR 0.01)")
+    lr_steps: tuple[int, ...] = Field((12000, 16000), description="steps at which the rate is multiplied by lr_gamma")
+    lr_gamma: float = Field(0.1, gt=0, le=1)
+    warmup_steps: int = Field(500, ge=0, description="linear warm-up steps (Detectron WARM_UP_ITERS)")
+    warmup_factor: float = Field(1.0 / 3, gt=0, le=1, description="rate factor at step 0 of the warm-up")
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    bias_lr_multiplier: float = Field(2.0, gt=0, description="learning-rate factor of biases (Detectron BIAS_DOUBLE_LR)")
+    bias_weight_decay: bool = Field(False, description="weight decay on biases (Detectron: no)")
+    frozen_stages: int = Field(
+        2, ge=0, le=5, description="backbone stages without gradient (2: ResNet conv1 + layer1, Detectron FREEZE_AT 2)"
+    )
+    flip: bool = Field(True, description="random horizontal flip")
+    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    processes: int = Field(1, ge=1, description="data-parallel processes (torchrun); batch_size is the global batch")
+    log_every: int = Field(20, ge=1, description="a log line every this many steps")
+
+    @model_validator(mode="after")
+    def _milestones(self) -> MaskRCNNTrainConfig:
+        if list(self.lr_steps) != sorted(self.lr_steps) or any(step < 1 for step in self.lr_steps):
+            raise ValueError(f"lr_steps must be increasing positive steps, got {list(self.lr_steps)}")
+        if self.steps is not None and self.lr_steps and self.lr_steps[-1] >= self.steps:
+            raise ValueError(f"lr_steps {list(self.lr_steps)} must lie before the last step ({self.steps})")
+        return self
+
+
+class MaskRCNNInferConfig(_Section):
+    """Test-time settings (reference: NMS 0.5, RPN pre/post-NMS top-N 1000/1000; Detectron score 0.05, 100 detections)."""
+
+    score_threshold: float = Field(0.05, ge=0, le=1, description="detections scoring below this are dropped")
+    nms_threshold: float = Field(0.5, gt=0, le=1, description="per-class box NMS")
+    detections_per_image: int = Field(100, ge=1)
+    mask_threshold: float = Field(0.5, ge=0, lt=1, description="a pixel belongs to a detection above this mask probability")
+    rpn_pre_nms_top_n: int = Field(1000, ge=1, description="proposals per pyramid level before NMS")
+    rpn_post_nms_top_n: int = Field(1000, ge=1, description="proposals per image after NMS")
+
+
+class MaskRCNNConfig(_Section):
+    """Mask R-CNN trained on the instance pseudo labels of ``dataset.downstream_split``, evaluated on
+    ``dataset.val_split`` (the paper: Detectron's ResNet-50-FPN)."""
+
+    enabled: bool = Field(True, description="train and evaluate Mask R-CNN when dataset.downstream_split is set")
+    backbone: Literal[
+        "resnet18_fpn", "resnet34_fpn", "resnet50_fpn", "resnet101_fpn", "efficientnet_lite0_fpn"
+    ] = Field("resnet50_fpn", description="feature pyramid over this backbone (strides 4, 8, 16, 32, 64)")
+    weights: str = Field("imagenet", description="backbone weights: 'imagenet', 'none', or a state dict file")
+    frozen_batchnorm: bool = Field(True, description="backbone BatchNorm statistics and affine parameters fixed")
+    min_size: int = Field(512, ge=16, description="shorter image side is resized to this (reference SCALES 512)")
+    max_size: int = Field(800, ge=16, description="... unless the longer side would exceed this (reference MAX_SIZE 800)")
+    model: MaskRCNNModelConfig = MaskRCNNModelConfig()
+    train: MaskRCNNTrainConfig = MaskRCNNTrainConfig()
+    infer: MaskRCNNInferConfig = MaskRCNNInferConfig()
+
+    @model_validator(mode="after")
+    def _sizes(self) -> MaskRCNNConfig:
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size {self.max_size} is below min_size {self.min_size}")
+        return self
 
 
 class RunConfig(_Section):
@@ -389,6 +514,7 @@ class RunConfig(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     compute: ComputeConfig = ComputeConfig()
     deeplab: DeepLabConfig = DeepLabConfig()
+    maskrcnn: MaskRCNNConfig = MaskRCNNConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -425,6 +551,11 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_deeplab": ("dataset", "seed", "deeplab.backbone", "deeplab.atrous_rates", "deeplab.train"),
     "deeplab_infer": ("shard_size", "deeplab.infer"),
     "evaluate_deeplab": ("dataset.val_split",),
+    "train_maskrcnn": (
+        "dataset", "seed", "maskrcnn.backbone", "maskrcnn.weights", "maskrcnn.frozen_batchnorm", "maskrcnn.min_size",
+        "maskrcnn.max_size", "maskrcnn.model", "maskrcnn.train",
+    ),
+    "maskrcnn_infer": ("shard_size", "maskrcnn.min_size", "maskrcnn.max_size", "maskrcnn.infer"),
 }
 """Config sections each stage's outputs depend on (its own and those of the stages before it are
 tracked separately: a rule re-runs when its own sections change, or when its inputs change).

@@ -3,6 +3,10 @@
 Image ids are the image file stems as strings (``"000000000089"`` for ``000000000089.jpg``; COCO 2014
 stems such as ``"COCO_val2014_000000000042"`` work the same). Class ids are contiguous and 0-based in
 increasing COCO category-id order (COCO's 80 categories have ids 1..90 with gaps).
+
+One annotation file is one split (``"all"``); a dataset with train and val (COCO's ``train2017`` and
+``val2017``, or the synthetic set written by ``irn export --what coco --ground-truth``) is opened with one
+(image folder, annotation file) pair per split.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,55 +40,134 @@ def quiet_pycocotools() -> Iterator[None]:
         yield
 
 
-class COCODataset:
-    """COCO images under ``image_dir`` with the instance annotations of ``annotation_file``.
+@dataclass
+class _Part:
+    """One annotation file and its image folder (one split)."""
 
-    ``coco``: the pycocotools ``COCO`` object (also what :func:`irn_core.evaluation.coco_mask_ap` takes).
+    split: str
+    image_dir: Path
+    annotation_file: Path
+    coco: COCO
+
+
+def _load_part(split: str, image_dir: str | os.PathLike[str], annotation_file: str | os.PathLike[str]) -> _Part:
+    annotation_file = Path(annotation_file)
+    if not annotation_file.is_file():
+        raise DatasetError(f"{annotation_file}: COCO annotation file not found")
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output):
+            coco = COCO(str(annotation_file))
+    except Exception as error:  # json errors, KeyError on a malformed file, ...
+        raise DatasetError(f"{annotation_file}: unreadable COCO annotation file ({error!r})") from error
+    logger.debug("%s", output.getvalue().strip())
+    for key in ("images", "annotations", "categories"):
+        if key not in coco.dataset:
+            raise DatasetError(f"{annotation_file}: COCO annotation file has no {key!r} list")
+    return _Part(split, Path(image_dir), annotation_file, coco)
+
+
+class COCODataset:
+    """COCO images and instance annotations: one annotation file (``image_dir``, ``annotation_file``; its
+    one split is ``"all"``), or one file per split (``splits``: split name -> (image folder, annotation
+    file), e.g. ``{"train": ("train2017", "instances_train2017.json"), "val": ...}``).
+
+    With several files, every file must list the same categories, and an image id (file stem) may appear
+    in one file only. ``coco``: the pycocotools ``COCO`` object of a single file (what
+    :func:`irn_core.evaluation.coco_mask_ap` takes); :meth:`ground_truth` gives that of a split.
     """
 
-    def __init__(self, image_dir: str | os.PathLike[str], annotation_file: str | os.PathLike[str]) -> None:
-        self.image_dir = Path(image_dir)
-        self.annotation_file = Path(annotation_file)
-        if not self.annotation_file.is_file():
-            raise DatasetError(f"{self.annotation_file}: COCO annotation file not found")
-        output = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(output):
-                self.coco = COCO(str(self.annotation_file))
-        except Exception as error:  # json errors, KeyError on a malformed file, ...
-            raise DatasetError(f"{self.annotation_file}: unreadable COCO annotation file ({error!r})") from error
-        logger.debug("%s", output.getvalue().strip())
-        dataset = self.coco.dataset
-        for key in ("images", "annotations", "categories"):
-            if key not in dataset:
-                raise DatasetError(f"{self.annotation_file}: COCO annotation file has no {key!r} list")
-        categories = sorted(dataset["categories"], key=lambda category: category["id"])
-        self._category_ids: list[int] = [int(category["id"]) for category in categories]
-        self.class_names: list[str] = [str(category["name"]) for category in categories]
+    def __init__(
+        self,
+        image_dir: str | os.PathLike[str] | None = None,
+        annotation_file: str | os.PathLike[str] | None = None,
+        *,
+        splits: Mapping[str, tuple[str | os.PathLike[str], str | os.PathLike[str]]] | None = None,
+    ) -> None:
+        if (annotation_file is None) == (splits is None):
+            raise DatasetError("COCODataset takes either (image_dir, annotation_file) or splits, not both or neither")
+        if splits is not None:
+            if not splits:
+                raise DatasetError("COCODataset: splits is empty")
+            self._parts = [_load_part(name, folder, file) for name, (folder, file) in splits.items()]
+        else:
+            if image_dir is None:
+                raise DatasetError(f"{annotation_file}: COCODataset needs the image folder")
+            self._parts = [_load_part("all", image_dir, annotation_file)]
+        self._single = splits is None
+        first = self._parts[0]
+        self.image_dir = first.image_dir
+        self.annotation_file = first.annotation_file
+        categories = sorted(first.coco.dataset["categories"], key=lambda category: category["id"])
+        table = [(int(category["id"]), str(category["name"])) for category in categories]
+        for part in self._parts[1:]:
+            other = sorted(part.coco.dataset["categories"], key=lambda category: category["id"])
+            if [(int(category["id"]), str(category["name"])) for category in other] != table:
+                raise DatasetError(
+                    f"{part.annotation_file}: categories differ from those of {first.annotation_file} "
+                    "(every split must list the same categories)"
+                )
+        self._category_ids: list[int] = [category_id for category_id, _ in table]
+        self.class_names: list[str] = [name for _, name in table]
         if len(self.class_names) >= VOID_LABEL:
             raise DatasetError(f"{self.annotation_file}: {len(self.class_names)} categories do not fit a uint8 map")
         self._class_of_category: dict[int, int] = {
             category_id: index for index, category_id in enumerate(self._category_ids)
         }
         self._records: dict[str, dict] = {}
-        for record in dataset["images"]:
-            image_id = Path(str(record["file_name"])).stem
-            if image_id in self._records:
-                raise DatasetError(
-                    f"{self.annotation_file}: image id {image_id} listed twice "
-                    f"(COCO ids {self._records[image_id]['id']} and {record['id']})"
-                )
-            self._records[image_id] = record
+        self._part_of: dict[str, _Part] = {}
+        self._split_ids: dict[str, list[str]] = {}
+        for part in self._parts:
+            stems = []
+            for record in part.coco.dataset["images"]:
+                image_id = Path(str(record["file_name"])).stem
+                if image_id in self._records:
+                    earlier = self._part_of[image_id]
+                    where = "" if earlier is part else f" and in {earlier.annotation_file}"
+                    raise DatasetError(
+                        f"{part.annotation_file}: image id {image_id} listed twice{where} "
+                        f"(COCO ids {self._records[image_id]['id']} and {record['id']})"
+                    )
+                self._records[image_id] = record
+                self._part_of[image_id] = part
+                stems.append(image_id)
+            self._split_ids[part.split] = sorted(stems)
+            for annotation in part.coco.dataset["annotations"]:
+                if int(annotation["category_id"]) not in self._class_of_category:
+                    raise DatasetError(
+                        f"{part.annotation_file}: annotation {annotation.get('id')} names unknown category "
+                        f"{annotation['category_id']}"
+                    )
         self._ids = sorted(self._records)
-        for annotation in dataset["annotations"]:
-            if int(annotation["category_id"]) not in self._class_of_category:
-                raise DatasetError(
-                    f"{self.annotation_file}: annotation {annotation.get('id')} names unknown category "
-                    f"{annotation['category_id']}"
-                )
+
+    @property
+    def coco(self) -> COCO:
+        """The pycocotools ``COCO`` object of the annotation file (a dataset of one file only)."""
+        if len(self._parts) > 1:
+            raise DatasetError(
+                f"{self!r} has one annotation file per split: use ground_truth(split) for a split's COCO object"
+            )
+        return self._parts[0].coco
+
+    def ground_truth(self, split: str | None = None) -> COCO:
+        """The pycocotools ``COCO`` object of ``split``'s annotation file (None or "all": the only file)."""
+        if split in (None, "all") and len(self._parts) == 1:
+            return self._parts[0].coco
+        for part in self._parts:
+            if part.split == split:
+                return part.coco
+        raise DatasetError(f"{self!r}: no split {split!r} (splits: {', '.join(self.splits)})")
+
+    @property
+    def splits(self) -> list[str]:
+        """Split names: ``["all"]`` for one annotation file, else the keys of ``splits``."""
+        return [part.split for part in self._parts]
 
     def __repr__(self) -> str:
-        return f"COCODataset(image_dir={str(self.image_dir)!r}, annotation_file={str(self.annotation_file)!r})"
+        if self._single:
+            return f"COCODataset(image_dir={str(self.image_dir)!r}, annotation_file={str(self.annotation_file)!r})"
+        splits = {part.split: (str(part.image_dir), str(part.annotation_file)) for part in self._parts}
+        return f"COCODataset(splits={splits!r})"
 
     @property
     def num_classes(self) -> int:
@@ -107,16 +191,25 @@ class COCODataset:
         return int(self._record(image_id)["id"])
 
     def ids(self, split: str | None = None) -> list[str]:
-        """All image ids of the annotation file, sorted. One file is one split: ``split`` must be None or "all"."""
+        """Image ids of ``split``, sorted. One annotation file is one split: ``split`` must be None or "all".
+        With one file per split: a split's ids; None or "all" (unless a split has that name): every id."""
+        if split in self._split_ids and not self._single:
+            return list(self._split_ids[split])
         if split not in (None, "all"):
-            raise DatasetError(
-                f"{self.annotation_file}: a COCO annotation file holds one split; asked for {split!r} "
-                "(pass None or 'all', and choose the split by annotation file)"
-            )
+            if self._single:
+                raise DatasetError(
+                    f"{self.annotation_file}: a COCO annotation file holds one split; asked for {split!r} "
+                    "(pass None or 'all', and choose the split by annotation file)"
+                )
+            raise DatasetError(f"{self!r}: no split {split!r} (splits: {', '.join(self.splits)})")
         return list(self._ids)
 
+    def coco_file_name(self, image_id: str) -> str:
+        """The image's ``file_name`` in its annotation file (relative to its image folder)."""
+        return str(self._record(image_id)["file_name"])
+
     def image_path(self, image_id: str) -> Path:
-        return self.image_dir / str(self._record(image_id)["file_name"])
+        return self._part_of[image_id].image_dir / self.coco_file_name(image_id)
 
     def image(self, image_id: str) -> np.ndarray:
         """``image``: (H, W, 3) uint8 RGB; a size differing from the annotation file's raises DatasetError."""
@@ -125,7 +218,7 @@ class COCODataset:
         if image.shape[:2] != expected:
             raise DatasetError(
                 f"{self.image_path(image_id)} (image id {image_id}): image size {image.shape[:2]} differs from "
-                f"{expected} in {self.annotation_file}"
+                f"{expected} in {self._part_of[image_id].annotation_file}"
             )
         return image
 
@@ -137,7 +230,8 @@ class COCODataset:
     def annotations(self, image_id: str, *, crowd: bool | None = False) -> list[dict]:
         """The image's annotations sorted by annotation id: non-crowd (default), crowd only (True) or all (None)."""
         coco_id = self.coco_image_id(image_id)
-        annotations = sorted(self.coco.imgToAnns.get(coco_id, []), key=lambda annotation: annotation["id"])
+        coco = self._part_of[image_id].coco
+        annotations = sorted(coco.imgToAnns.get(coco_id, []), key=lambda annotation: annotation["id"])
         if crowd is None:
             return annotations
         return [annotation for annotation in annotations if bool(annotation.get("iscrowd", 0)) == crowd]
@@ -177,17 +271,18 @@ class COCODataset:
         return semantic
 
     def _mask(self, annotation: dict, image_id: str, size: tuple[int, int]) -> np.ndarray:
+        source = self._part_of[image_id]
         try:
             with quiet_pycocotools():
-                mask = self.coco.annToMask(annotation)
+                mask = source.coco.annToMask(annotation)
         except Exception as error:  # malformed polygons or RLE
             raise DatasetError(
-                f"{self.annotation_file} (image id {image_id}): annotation {annotation.get('id')} has an unreadable "
+                f"{source.annotation_file} (image id {image_id}): annotation {annotation.get('id')} has an unreadable "
                 f"segmentation ({error!r})"
             ) from error
         if mask.shape != size:
             raise DatasetError(
-                f"{self.annotation_file} (image id {image_id}): annotation {annotation.get('id')} mask size "
+                f"{source.annotation_file} (image id {image_id}): annotation {annotation.get('id')} mask size "
                 f"{mask.shape} differs from image size {size}"
             )
         return mask.astype(bool)

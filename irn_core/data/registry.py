@@ -50,7 +50,8 @@ def open_dataset(kind: str, **options: Any) -> SegmentationDataset:
 
     - ``"voc12"`` and ``"synthetic"`` (a VOC-layout folder written by the generator):
       ``root``, optional ``sbd_root`` and ``class_names`` → :class:`irn_core.data.voc.VOCDataset`.
-    - ``"coco"``: ``image_dir``, ``annotation_file`` → :class:`irn_core.data.coco.COCODataset`.
+    - ``"coco"``: ``image_dir`` and ``annotation_file`` (one split, ``all``), or ``splits`` (split name →
+      (image folder, annotation file)) → :class:`irn_core.data.coco.COCODataset`.
     """
     if kind in ("voc12", "synthetic"):
         from irn_core.data.voc import VOCDataset
@@ -62,6 +63,9 @@ def open_dataset(kind: str, **options: Any) -> SegmentationDataset:
     if kind == "coco":
         from irn_core.data.coco import COCODataset
 
+        if "splits" in options:
+            _check_options(kind, options, {"splits"}, required={"splits"})
+            return COCODataset(splits=options["splits"])
         _check_options(kind, options, {"image_dir", "annotation_file"}, required={"image_dir", "annotation_file"})
         return COCODataset(options["image_dir"], options["annotation_file"])
     raise ConfigError(f"unknown dataset kind {kind!r} (known: {', '.join(DATASET_KINDS)})")

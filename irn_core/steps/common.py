@@ -273,6 +273,9 @@ def _open_dataset_cached(dataset_json: str) -> SegmentationDataset:
 
     dataset = DatasetConfig.model_validate_json(dataset_json)
     if dataset.kind == "coco":
+        if dataset.coco_splits is not None:
+            splits = {name: (split.image_dir, split.annotation_file) for name, split in dataset.coco_splits.items()}
+            return open_dataset("coco", splits=splits)
         assert dataset.annotation_file is not None
         return open_dataset("coco", image_dir=dataset.root, annotation_file=dataset.annotation_file)
     options: dict[str, object] = {"root": dataset.root}

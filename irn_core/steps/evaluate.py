@@ -39,11 +39,11 @@ def _infer_ids(config: RunConfig) -> list[str]:
     return shard_plan(config).all_ids("infer")
 
 
-def _evaluated_ids(config: RunConfig, store: ShardedStore, skipped: dict[str, str]) -> list[str]:
-    """The inference ids to evaluate: those the store holds; ids left out of it
-    (``dataset.on_unreadable: skip``) go to ``skipped``."""
+def _evaluated_ids(image_ids: Sequence[str], store: ShardedStore, skipped: dict[str, str]) -> list[str]:
+    """The ids to evaluate: those the store holds; ids left out of it (``dataset.on_unreadable: skip``)
+    go to ``skipped``."""
     ids = []
-    for image_id in _infer_ids(config):
+    for image_id in image_ids:
         if image_id in store.skipped and image_id not in store:
             skipped[image_id] = store.skipped[image_id]
         else:
@@ -103,7 +103,7 @@ def run_evaluate_cam(config: RunConfig, cam_paths: Sequence[Path], output_prefix
     skipped: dict[str, str] = {}
 
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
-        for image_id in tqdm(_evaluated_ids(config, store, skipped), desc="evaluate cams", unit="image"):
+        for image_id in tqdm(_evaluated_ids(_infer_ids(config), store, skipped), desc="evaluate cams", unit="image"):
             stored = store.read(image_id, ["cam_s1", "class_ids"])
             yield image_id, cam_labels(stored["cam_s1"], stored["class_ids"], config.cam.eval_threshold)
 
@@ -115,7 +115,8 @@ def run_evaluate_semantic(config: RunConfig, semantic_paths: Sequence[Path], out
     skipped: dict[str, str] = {}
 
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
-        for image_id in tqdm(_evaluated_ids(config, store, skipped), desc="evaluate semantic", unit="image"):
+        present = _evaluated_ids(_infer_ids(config), store, skipped)
+        for image_id in tqdm(present, desc="evaluate semantic", unit="image"):
             yield image_id, store.read(image_id, ["semantic_s1"])["semantic_s1"]
 
     with ShardedStore(semantic_paths, product="semantic") as store:
@@ -140,17 +141,46 @@ class _StoredInstances(Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
         return len(self.image_ids)
 
 
-def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
-    """VOC mask AP at the configured IoU thresholds and mAP^r_vol (0.1 ... 0.9) on the inference images."""
+def _role_split(config: RunConfig, role: str) -> str | None:
+    return {"infer": config.dataset.infer_split, "val": config.dataset.val_split}.get(role)
+
+
+def coco_ground_truth(config: RunConfig, role: str, image_ids: Sequence[str]) -> object:
+    """The pycocotools ``COCO`` ground truth of the ids of ``role``: a COCO dataset's own annotation file
+    (crowd regions included), else one built from the dataset's instance masks."""
     dataset = open_run_dataset(config)
+    if config.dataset.kind == "coco":
+        split = _role_split(config, role)
+        return dataset.ground_truth(split) if hasattr(dataset, "ground_truth") else dataset.coco
+    from irn_core.export import coco_object, ground_truth_coco
+
+    return coco_object(ground_truth_coco(dataset, image_ids))
+
+
+def evaluate_instance_predictions(
+    config: RunConfig,
+    instance_paths: Sequence[Path],
+    output_prefix: Path,
+    *,
+    role: str,
+    product: str,
+    title: str,
+    coco_ap: bool,
+) -> dict[str, float]:
+    """VOC mask AP (ChainerCV rules) at the configured IoU thresholds and mAP^r_vol (0.1 ... 0.9) of the
+    ``product`` shards (``masks_s1``, ``class_ids``, ``scores``) on the ids of split role ``role``
+    (``infer``: pseudo labels, ``val``: downstream predictions); with ``coco_ap`` also COCO mask AP."""
+    dataset = open_run_dataset(config)
+    image_ids = shard_plan(config).all_ids(role)
     thresholds = tuple(sorted(set(config.evaluation.iou_thresholds) | set(evaluation.VOLUME_IOU_THRESHOLDS)))
     accumulator = evaluation.InstanceAPAccumulator(
         len(dataset.class_names), thresholds, matching=config.evaluation.matching
     )
     skipped: dict[str, str] = {}
     evaluated: list[str] = []
-    with ShardedStore(instance_paths, product="instances") as store:
-        for image_id in tqdm(_evaluated_ids(config, store, skipped), desc="evaluate instances", unit="image"):
+    with ShardedStore(instance_paths, product=product) as store:
+        present = _evaluated_ids(image_ids, store, skipped)
+        for image_id in tqdm(present, desc=f"evaluate {product}", unit="image", disable=None):
             truth = _ground_truth(config, image_id, dataset.instance_masks, skipped)
             if truth is None:
                 continue
@@ -167,16 +197,32 @@ def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], ou
     evaluation.write_table(table, output_prefix)
     summary = {f"mAP@{threshold:g}": float(results[threshold][1]) for threshold in config.evaluation.iou_thresholds}
     summary["mAP_vol"] = float(evaluation.map_r_vol(results))
-    if config.dataset.kind == "coco":
-        with ShardedStore(instance_paths, product="instances") as store:
-            coco = evaluation.coco_mask_ap(_StoredInstances(store, evaluated), dataset.coco)
+    if coco_ap:
+        ground_truth = coco_ground_truth(config, role, evaluated)
+        with ShardedStore(instance_paths, product=product) as store:
+            coco = evaluation.coco_mask_ap(_StoredInstances(store, evaluated), ground_truth)
         summary.update({f"COCO {name}": value for name, value in coco.items()})
     _write_skipped(output_prefix, skipped)
-    logger.info("instance pseudo labels: %s", ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
+    logger.info("%s: %s", title, ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
     result: dict[str, Any] = {**summary, "images": len(evaluated)}
     if skipped:
         result["skipped"] = dict(sorted(skipped.items()))
     return result
+
+
+def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """Instance pseudo labels on the inference images (COCO mask AP too on COCO datasets)."""
+    return evaluate_instance_predictions(
+        config, instance_paths, output_prefix, role="infer", product="instances", title="instance pseudo labels",
+        coco_ap=config.dataset.kind == "coco",
+    )
+
+
+def run_evaluate_maskrcnn(config: RunConfig, prediction_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    """Mask R-CNN's predictions on the val images: mAP^r and COCO mask AP."""
+    return evaluate_instance_predictions(
+        config, prediction_paths, output_prefix, role="val", product="maskrcnn", title="Mask R-CNN", coco_ap=True
+    )
 
 
 SUMMARY_ROWS: tuple[tuple[str, str, str, str, float | None], ...] = (

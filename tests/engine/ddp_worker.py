@@ -15,6 +15,36 @@ from irn_core.cam.train import CAMTrainSettings, train_cam  # noqa: E402
 from irn_core.engine import distributed  # noqa: E402
 
 
+def tiny_maskrcnn() -> torch.nn.Module:
+    """The network of the parity test (also built by the test to check that training changed it)."""
+    from irn_core.models.maskrcnn import build_mask_rcnn
+
+    torch.manual_seed(0)
+    return build_mask_rcnn(
+        backbone="resnet18_fpn", num_classes=3, weights="none", frozen_stages=1, fpn_channels=16, box_head_channels=32,
+        mask_head_channels=16, min_size=40, max_size=48, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
+        # 4 proposals a image, one positive (its ground-truth boxes are proposals too): every process then
+        # normalises its losses by the same counts per image, the condition for DDP parity
+        roi_batch_size_per_image=4, roi_positive_fraction=0.25,
+    )
+
+
+def train_tiny_maskrcnn(dataset: TinyDataset, ids: list[str], context: distributed.DistributedContext) -> torch.nn.Module:
+    from irn_core.maskrcnn.train import (
+        GroundTruthInstances,
+        MaskRCNNTrainingDataset,
+        MaskRCNNTrainSettings,
+        train_mask_rcnn,
+    )
+
+    model = tiny_maskrcnn()
+    samples = MaskRCNNTrainingDataset(dataset, ids, GroundTruthInstances(dataset), num_classes=3, seed=4)
+    settings = MaskRCNNTrainSettings(batch_size=4, learning_rate=0.02, lr_steps=(), steps=3, warmup_steps=0,
+                                     num_workers=0, seed=4)
+    train_mask_rcnn(model, samples, settings, device=torch.device("cpu"), context=context)
+    return model
+
+
 def main(kind: str, output: str) -> None:
     torch.set_num_threads(1)
     context = distributed.setup("cpu")
@@ -36,6 +66,8 @@ def main(kind: str, output: str) -> None:
         )
         model, _ = train_deeplab(dataset, ids, dataset.semantic_mask, settings, device=torch.device("cpu"),
                                  context=context)
+    elif kind == "maskrcnn":
+        model = train_tiny_maskrcnn(dataset, ids, context)
     else:
         from irn_core.irnet.train import IRNetTrainSettings, train_irnet
         from irn_core.models.backbones import build_backbone

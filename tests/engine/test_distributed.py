@@ -32,7 +32,7 @@ def _run(kind: str, processes: int, output: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["cam", "irnet", "deeplab"])
+@pytest.mark.parametrize("kind", ["cam", "irnet", "deeplab", "maskrcnn"])
 def test_two_processes_give_the_one_process_update(tmp_path: Path, kind: str) -> None:
     single = _run(kind, 1, tmp_path / "one.pt")
     double = _run(kind, 2, tmp_path / "two.pt")
@@ -43,11 +43,16 @@ def test_two_processes_give_the_one_process_update(tmp_path: Path, kind: str) ->
     # the update must be real: compare against an untrained model's classifier / heads
     from irn_core.models.backbones import build_backbone
 
-    torch.manual_seed({"cam": 3, "irnet": 0, "deeplab": 7}[kind])
+    torch.manual_seed({"cam": 3, "irnet": 0, "deeplab": 7, "maskrcnn": 0}[kind])
     if kind == "deeplab":
         from irn_core.models.deeplab import DeepLabV2
 
         fresh = DeepLabV2(build_backbone("resnet18", weights="none", output_stride=8), 4).state_dict()
+    elif kind == "maskrcnn":
+        sys.path.insert(0, str(WORKER.parent))
+        from ddp_worker import tiny_maskrcnn
+
+        fresh = tiny_maskrcnn().state_dict()
     elif kind == "cam":
         from irn_core.models.cam import CAMNet
 

@@ -32,9 +32,23 @@ for _name, (_step, _product) in EVALUATIONS.items():
             W.irn("{params.step}") + " --inputs {input.shards} --out-prefix {params.prefix} > {log} 2>&1"
 
 
+def _summary_metrics():
+    """The metric files of every evaluation this run makes (downstream models where enabled)."""
+    names = list(EVALUATIONS)
+    downstream = RUN.dataset.downstream_split is not None and RUN.dataset.val_split is not None
+    if downstream and RUN.deeplab.enabled:
+        names += ["deeplab_pseudo", "deeplab_ground_truth"]
+    if downstream and RUN.maskrcnn.enabled:
+        names += ["maskrcnn"]
+    return {name: W.path("evaluation", f"{name}.json") for name in names}
+
+
+SUMMARY_METRICS = _summary_metrics()
+
+
 rule summary:
     input:
-        **{name: W.path("evaluation", f"{name}.json") for name in EVALUATIONS},
+        **SUMMARY_METRICS,
     output:
         W.path("evaluation", "summary.md"),
     threads: 1
@@ -44,5 +58,6 @@ rule summary:
         W.path("logs", "summary.log"),
     shell:
         W.irn("summary")
-        + " --metrics cam={input.cam} semantic={input.semantic} instances={input.instances}"
+        + " --metrics "
+        + " ".join(f"{name}={{input.{name}}}" for name in SUMMARY_METRICS)
         + " --out {output} > {log} 2>&1"

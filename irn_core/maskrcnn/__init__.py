@@ -1,0 +1,1 @@
+"""Mask R-CNN trained on the instance pseudo labels (the paper's downstream instance segmentation)."""
