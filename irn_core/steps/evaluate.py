@@ -76,9 +76,12 @@ def _semantic_evaluation(
     predictions: Iterable[tuple[str, np.ndarray]],
     output_prefix: Path,
     title: str,
-    skipped: dict[str, str],
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Accumulate the confusion matrix image by image (no prediction is kept) and write the table."""
+    """Accumulate the confusion matrix image by image (no prediction is kept) and write the table;
+    ``skipped``: ids left out so far (-> reason), listed with the table (ground truth that cannot be
+    read is added to it under ``dataset.on_unreadable: skip``)."""
+    skipped = {} if skipped is None else skipped
     dataset = open_run_dataset(config)
     num_classes = len(dataset.class_names) + 1
     confusion = np.zeros((num_classes, num_classes), np.int64)
