@@ -195,3 +195,23 @@ def test_srun_inside_a_slurm_job_gets_slurm_conf_back(tmp_path: Path, monkeypatc
     assert (shim / "srun").stat().st_mode & stat.S_IXUSR
     assert preserve_slurm_conf(tmp_path / "shim") == shim  # again: PATH holds the folder once
     assert os.environ["PATH"].count(str(shim)) == 1
+
+
+def test_coco_manifests_hash_each_image_and_its_own_annotations(tmp_path: Path, real_samples: Path) -> None:
+    from irn_core.data.registry import open_dataset
+
+    source = real_samples / "coco"
+    annotations = json.loads((source / "annotations.json").read_text())
+    (tmp_path / "annotations.json").write_text(json.dumps(annotations))
+    dataset = open_dataset("coco", image_dir=source / "images", annotation_file=tmp_path / "annotations.json")
+    ids = dataset.ids()[:2]
+    before = json.loads(fingerprints.manifest(dataset, ids, ("image", "labels"), FingerprintCache(None)))["sources"]
+    assert set(before[ids[0]]) == {f"{ids[0]}.jpg", f"annotations:{ids[0]}"}
+    coco_id = dataset.coco_image_id(ids[1])
+    changed = next(item for item in annotations["annotations"] if item["image_id"] == coco_id)
+    changed["category_id"] = next(c["id"] for c in annotations["categories"] if c["id"] != changed["category_id"])
+    (tmp_path / "annotations.json").write_text(json.dumps(annotations))
+    dataset = open_dataset("coco", image_dir=source / "images", annotation_file=tmp_path / "annotations.json")
+    after = json.loads(fingerprints.manifest(dataset, ids, ("image", "labels"), FingerprintCache(None)))["sources"]
+    assert after[ids[0]] == before[ids[0]] and after[ids[1]] != before[ids[1]]
+    assert after[ids[1]][f"{ids[1]}.jpg"] == before[ids[1]][f"{ids[1]}.jpg"]

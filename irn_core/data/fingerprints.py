@@ -76,7 +76,7 @@ def image_sources(
     unknown = set(reads) - set(READS)
     if unknown:
         raise ValueError(f"unknown reads {sorted(unknown)} (known: {', '.join(READS)})")
-    if hasattr(dataset, "coco"):
+    if hasattr(dataset, "coco_image_id"):  # COCODataset (its ``coco`` property refuses multi-file datasets)
         return _coco_sources(dataset, image_id, reads)
     return _voc_sources(dataset, image_id, reads, exists or (lambda path: path.is_file()))
 
@@ -111,7 +111,8 @@ def _coco_sources(dataset: Any, image_id: str, reads: tuple[str, ...]) -> list[S
     sources = []
     if "image" in reads:
         path = dataset.image_path(image_id)
-        sources.append(Source(_relative(path, Path(dataset.image_dir)), path=path))
+        key = dataset.coco_file_name(image_id) if hasattr(dataset, "coco_file_name") else path.name
+        sources.append(Source(key, path=path))
     if "labels" in reads or "ground_truth" in reads:
         record = dataset._record(image_id)  # noqa: SLF001 (the image's own entry of the annotation file)
         annotations = dataset.annotations(image_id, crowd=None)
