@@ -59,3 +59,18 @@ if RUN.dataset.kind == "synthetic":
             W.path("logs", "manifests", "{role}.{reads}.log"),
         shell:
             W.irn("manifest") + " --role {wildcards.role} --reads {wildcards.reads} --out {output} > {log} 2>&1"
+
+
+# The recorded shard plan is written at DAG-build time (W, above); this rule only lets it be named
+# as a target (`snakemake results/<name>/shards.json`) and never runs while the file exists.
+localrules:
+    shard_plan,
+
+
+rule shard_plan:
+    output:
+        W.path("shards.json"),
+    log:
+        W.path("logs", "shard_plan.log"),
+    shell:
+        W.irn("plan") + " --out {output} > {log} 2>&1"
