@@ -10,10 +10,12 @@ Reproduction quirks of the reference code are named options resolved from ``pres
     1e-4 (jiwoon-ahn/psa#28); CAMs are kept in float32.
 ``preset: fixed``
     the evident intent: SGD momentum 0.9; CAMs stored as float16 (half the disk; see the README's
-    measurement of its effect).
+    measurement of its effect); IRNet's background displacement term weighted 0.1 instead of 1
+    (``irnet.train.displacement_bg_weight``; at 1 the displacement field collapses to a constant on
+    real photos, issue 10).
 
 The preset governs exactly these fields, each only where the config leaves it unset (None): every
-optimizer's ``momentum`` and ``cam.infer.float16``. Every other departure from the reference is an
+optimizer's ``momentum``, ``cam.infer.float16`` and ``irnet.train.displacement_bg_weight``. Every other departure from the reference is an
 option of its own, with the reference's behaviour as its default under both presets.
 
 ``schema()`` returns the JSON schema (``config/schema.json`` is generated from it and a test
@@ -37,6 +39,10 @@ from irn_core.errors import ConfigError
 
 PRESET_MOMENTUM: dict[str, float] = {"paper": 1e-4, "fixed": 0.9}
 PRESET_CAM_FLOAT16: dict[str, bool] = {"paper": False, "fixed": True}
+PRESET_DISPLACEMENT_BG_WEIGHT: dict[str, float] = {"paper": 1.0, "fixed": 0.1}
+"""Weight of IRNet's background displacement term (``irnet.train.displacement_bg_weight``): the
+reference's 1, or 0.1, under which the displacement field no longer collapses to a constant on real
+photos (issue 10; see docs/real_photos.md)."""
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
 
 
@@ -210,6 +216,14 @@ class IRNetTrainConfig(ScheduleFields):
         description="images of the displacement-mean pass: 'infer' (reference: the inference split; adding "
         "inference images then retrains nothing but re-measures the mean, so every IRNet shard is redone) "
         "or 'train' (inference images can be added without redoing finished shards)",
+    )
+    # Weight of the background displacement term (deviation against the field's collapse, issue 10).
+    displacement_bg_weight: float | None = Field(
+        None,
+        ge=0,
+        description="weight w of the background displacement term in the total loss (L_pos + L_neg)/2 + "
+        "(L_Dfg + w L_Dbg)/2; None: from preset (paper 1 = the reference; fixed 0.1: at 1 the background term, an "
+        "L1 penalty on every difference, flattens the displacement field to a constant on real photos)",
     )
 
     @field_validator("crop_size")
@@ -535,6 +549,11 @@ class RunConfig(_Section):
         """Whether CAMs are stored as float16, under this run's preset."""
         float16 = self.cam.infer.float16
         return float16 if float16 is not None else PRESET_CAM_FLOAT16[self.preset]
+
+    def displacement_bg_weight(self) -> float:
+        """The weight of IRNet's background displacement term under this run's preset."""
+        weight = self.irnet.train.displacement_bg_weight
+        return weight if weight is not None else PRESET_DISPLACEMENT_BG_WEIGHT[self.preset]
 
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {

@@ -133,19 +133,26 @@ class IRNetTrainSettings:
     """At least this many steps (small datasets are cycled over more epochs)."""
     log_every: int = 20
     max_steps: int | None = None
+    displacement_bg_weight: float = 1.0
+    """Weight w of the background displacement term in the total (reference 1; ``fixed`` preset 0.1)."""
 
 
-def _loss_step(radius: float, context: DistributedContext):  # noqa: ANN202 (returns a LossStep)
+def _loss_step(radius: float, context: DistributedContext, bg_weight: float = 1.0):  # noqa: ANN202
+    """The LossStep of IRNet: the total is ``(L_pos + L_neg)/2 + (L_Dfg + w L_Dbg)/2`` with w =
+    ``bg_weight`` (the reference's when 1); the recorded terms are unweighted, plus
+    ``displacement_fg_constant`` (see :func:`affinity_displacement_loss`)."""
     index = path_index(radius)
 
     def loss_step(network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         boundary_logits, displacement = network(batch["image"])
-        if not context.enabled:
-            return affinity_displacement_loss(boundary_logits, displacement, batch["label"], index)
+        reducer = (lambda counts: all_reduce_sum(counts, context)) if context.enabled else None
         losses = affinity_displacement_loss(
-            boundary_logits, displacement, batch["label"], index,
-            count_reducer=lambda counts: all_reduce_sum(counts, context),
+            boundary_logits, displacement, batch["label"], index, count_reducer=reducer, constant_reference=True
         )
+        if bg_weight != 1.0:
+            losses["total"] = losses["total"] - (1.0 - bg_weight) * losses["displacement_bg"] / 2
+        if not context.enabled:
+            return losses
         # DDP averages gradients over processes; the losses were divided by global counts.
         return {name: value * context.world_size for name, value in losses.items()}
 
@@ -170,7 +177,7 @@ def train_irnet(
     boundary_parameters, displacement_parameters = model.parameter_groups()
     groups = [(boundary_parameters, 1.0), (displacement_parameters, settings.head_lr_multiplier)]
     return train_loop(
-        model, training_set, groups, _loss_step(settings.radius, context), settings,
+        model, training_set, groups, _loss_step(settings.radius, context, settings.displacement_bg_weight), settings,
         device=device, context=context, name="irnet",
     )
 
@@ -185,12 +192,14 @@ def measure_displacement_mean(
     device: torch.device,
     max_batches: int | None = None,
     num_workers: int = 0,
+    on_batch: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """The mean displacement (2,) over images of ``image_ids`` (reference: train.txt, batch 32).
 
     Batches are full batches in list order (``drop_last``, as the reference); when the list is
     shorter than one batch, the single partial batch is used instead. Returns the average of the
     per-batch means over (batch, H, W), padding included. The model's ``running_mean`` is not changed.
+    ``on_batch`` receives every batch's displacement (B, 2, h, w) (e.g. to collect statistics).
     """
     images = TopLeftImageDataset(dataset, image_ids, crop_size=crop_size)
     drop_last = len(images) >= batch_size
@@ -206,6 +215,8 @@ def measure_displacement_mean(
                     break
                 _, displacement = model(batch.to(device))
                 batch_means.append(displacement.mean(dim=(0, 2, 3)))
+                if on_batch is not None:
+                    on_batch(displacement)
     finally:
         model.mean_shift.running_mean.copy_(saved)
     if not batch_means:

@@ -39,6 +39,7 @@ def affinity_displacement_loss(
     *,
     ignore_index: int = 255,
     count_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    constant_reference: bool = False,
 ) -> dict[str, torch.Tensor]:
     """IRNet's training losses for one batch.
 
@@ -53,6 +54,10 @@ def affinity_displacement_loss(
             before they divide the sums, e.g. a sum over data-parallel processes so that every
             process normalises by the global batch's counts, as the reference (which gathers the
             whole batch on one GPU) does. The numerators stay local.
+        constant_reference: also return ``displacement_fg_constant`` (detached): the value
+            ``displacement_fg`` takes for any spatially constant field on this batch,
+            Σ fg_pos·(|dy| + |dx|) / (2 Σ fg_pos + 1e-5) — a diagnostic (a ratio near 1 means the
+            field has learned nothing); it is not part of ``total``.
 
     Returns:
         Scalar tensors ``pos_bg`` (L_bg+), ``pos_fg`` (L_fg+), ``neg`` (L_neg),
@@ -109,7 +114,7 @@ def affinity_displacement_loss(
     displacement_bg = (torch.abs(pair_displacement) * bg_pos.unsqueeze(1)).sum() / (2 * bg_count + EPSILON)
 
     total = (pos_bg / 2 + pos_fg / 2 + neg_term) / 2 + (displacement_fg + displacement_bg) / 2
-    return {
+    losses = {
         "pos_bg": pos_bg,
         "pos_fg": pos_fg,
         "neg": neg_term,
@@ -117,3 +122,9 @@ def affinity_displacement_loss(
         "displacement_bg": displacement_bg,
         "total": total,
     }
+    if constant_reference:
+        with torch.no_grad():
+            fg_per_direction = fg_pos.sum(dim=(0, 2, 3))
+            target_length = target.abs().sum(dim=1).view(-1)
+            losses["displacement_fg_constant"] = (fg_per_direction * target_length).sum() / (2 * fg_count + EPSILON)
+    return losses

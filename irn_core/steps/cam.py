@@ -13,6 +13,7 @@ from tqdm import tqdm
 from irn_core.cam.infer import multiscale_cams, select_classes
 from irn_core.cam.train import CAMTrainSettings, build_cam_network, train_cam
 from irn_core.config import RunConfig
+from irn_core.diagnostics import cam_statistics, cam_warnings, mean_statistics, training_warnings
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from irn_core.errors import DatasetError
 from irn_core.interop import read_reference_cam
@@ -27,6 +28,7 @@ from irn_core.steps.common import (
     stage_metadata,
     training_process,
 )
+from irn_core.steps.reporting import report, write_loss_curves
 from irn_core.store import ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -71,13 +73,25 @@ def run_train_cam(config: RunConfig, output: Path, *, max_steps: int | None = No
         logger.info("training the CAM network on %d images (%s)", len(image_ids), config.dataset.train_split)
         model, record = train_cam(dataset, image_ids, settings, device=device, context=context)
         if context.is_main:
+            write_loss_curves(output, record.loss_terms, record.learning_rates)
+            losses = record.loss_terms.get("total", [])
+            window = max(1, len(losses) // 10)
+            statistics: dict[str, float] = {"steps": float(record.steps)}
+            if losses:
+                statistics["loss_first"] = float(np.mean(losses[:window]))
+                statistics["loss_last"] = float(np.mean(losses[-window:]))
+            diagnostics = report(
+                "train_cam", output, statistics, training_warnings(record.loss_terms, name="train_cam", skip=())
+            )
             stage_hash, stage_config = stage_metadata(config, "train_cam")
             save_checkpoint(
                 output,
                 model_state=model.state_dict(),
                 kind="cam",
                 config={**stage_config, "stage_hash": stage_hash, "class_names": list(dataset.class_names)},
-                record={**asdict(record), "world_size": context.world_size, "skipped": skipped},
+                record={
+                    **asdict(record), "world_size": context.world_size, "diagnostics": diagnostics, "skipped": skipped,
+                },
             )
             logger.info("saved %s (%d steps, %.1f images/s)", output, record.steps, record.images_per_second)
 
@@ -101,6 +115,7 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
     model = load_cam_network(config, checkpoint, device)
     stage_hash, stage_config = stage_metadata(config, "make_cam")
     float16 = CAM_DATASETS[:2] if config.cam_float16 else ()
+    per_image: list[dict[str, float]] = []
     with ShardWriter(
         output, product="cam", config_hash=stage_hash, shard_index=shard_index, config=stage_config, float16=float16
     ) as writer:
@@ -118,6 +133,11 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
                 {"cam_s4": cam_s4.cpu().numpy(), "cam_s1": high_res.cpu().numpy(), "class_ids": class_ids},
                 {"height": image.shape[0], "width": image.shape[1]},
             )
+            thresholds = {"eval_threshold": config.cam.eval_threshold, "fg_threshold": config.ir_labels.fg_threshold}
+            per_image.append(cam_statistics(high_res, **thresholds))
+    statistics = mean_statistics(per_image)
+    stage = f"make_cam shard {shard_index}"
+    report(stage, output, statistics, cam_warnings(statistics, name=stage))
 
 
 def run_import_cams(config: RunConfig, shard_index: int, npy_dir: Path, output: Path) -> None:

@@ -12,8 +12,21 @@ import torch
 from tqdm import tqdm
 
 from irn_core.config import RunConfig
+from irn_core.diagnostics import (
+    boundary_statistics,
+    boundary_warnings,
+    displacement_progress,
+    displacement_statistics,
+    displacement_warnings,
+    ir_label_statistics,
+    ir_label_warnings,
+    mean_statistics,
+    training_warnings,
+)
+from irn_core.data.registry import SegmentationDataset
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
-from irn_core.errors import DatasetError
+from irn_core.engine.training import TrainingRecord
+from irn_core.errors import DatasetError, IrnError
 from irn_core.ir_labels import confident_region_labels
 from irn_core.irnet.infer import boundary_and_displacement
 from irn_core.irnet.train import IRNetTrainSettings, measure_displacement_mean, train_irnet
@@ -31,6 +44,7 @@ from irn_core.steps.common import (
     stage_metadata,
     training_process,
 )
+from irn_core.steps.reporting import report, write_loss_curves
 from irn_core.store import ShardedStore, ShardReader, ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -44,6 +58,7 @@ def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: P
     settings = config.ir_labels
     crf = settings.crf.model_dump()  # iterations, gt_prob, gaussian_*, bilateral_*
     stage_hash, stage_config = stage_metadata(config, "ir_labels")
+    per_image: list[dict[str, float]] = []
     with ShardReader(cam_path, product="cam") as cams, ShardWriter(
         output, product="ir_labels", config_hash=stage_hash, shard_index=shard_index, config=stage_config
     ) as writer:
@@ -71,6 +86,17 @@ def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: P
                     **crf,
                 )
             writer.add(image_id, {"ir_label_s1": labels}, {"height": image.shape[0], "width": image.shape[1]})
+            per_image.append(ir_label_statistics(labels, _ground_truth(dataset, image_id)))
+    statistics = mean_statistics(per_image)
+    report(f"ir_labels shard {shard_index}", output, statistics, ir_label_warnings(statistics))
+
+
+def _ground_truth(dataset: SegmentationDataset, image_id: str) -> np.ndarray | None:
+    """The image's semantic ground truth where the dataset has one, else None (diagnostics only)."""
+    try:
+        return dataset.semantic_mask(image_id)
+    except (IrnError, OSError):  # e.g. a VOC id outside the segmentation lists: no mask file
+        return None
 
 
 def irnet_train_settings(config: RunConfig) -> IRNetTrainSettings:
@@ -92,6 +118,7 @@ def irnet_train_settings(config: RunConfig) -> IRNetTrainSettings:
         num_workers=train.num_workers,
         seed=config.seed,
         displacement_mean_batches=train.displacement_mean_batches,
+        displacement_bg_weight=config.displacement_bg_weight(),
     )
 
 
@@ -151,6 +178,12 @@ def run_train_irnet(
             )
             mean_ids, mean_skipped = readable_ids(config, dataset, split_ids(config, mean_split), labels=False)
             skipped.update(mean_skipped)
+            fields: list[np.ndarray] = []
+
+            def collect(displacement: torch.Tensor) -> None:
+                if len(fields) < DISPLACEMENT_STATISTICS_BATCHES:
+                    fields.append(displacement.float().cpu().numpy())
+
             mean = measure_displacement_mean(
                 model,
                 dataset,
@@ -159,9 +192,11 @@ def run_train_irnet(
                 batch_size=settings.batch_size,
                 device=device,
                 max_batches=settings.displacement_mean_batches,
+                on_batch=collect,
             )
             model.mean_shift.running_mean.copy_(mean)
             logger.info("displacement mean (y, x) = (%.4f, %.4f)", float(mean[0]), float(mean[1]))
+            diagnostics = _training_diagnostics(output, record, np.concatenate(fields))
             stage_hash, stage_config = stage_metadata(config, "train_irn")
             save_checkpoint(
                 output,
@@ -169,13 +204,34 @@ def run_train_irnet(
                 kind="irnet",
                 config={**stage_config, "stage_hash": stage_hash},
                 record={
-                    **asdict(record),
-                    "world_size": context.world_size,
-                    "displacement_mean": mean.tolist(),
-                    "skipped": skipped,
+                    **asdict(record), "world_size": context.world_size, "displacement_mean": mean.tolist(),
+                    "diagnostics": diagnostics, "skipped": skipped,
                 },
             )
             logger.info("saved %s (%d steps, %.1f images/s)", output, record.steps, record.images_per_second)
+
+
+DISPLACEMENT_STATISTICS_BATCHES = 4
+"""Batches of the displacement-mean pass whose fields are kept for the statistics after training."""
+
+
+def _training_diagnostics(output: Path, record: TrainingRecord, fields: np.ndarray) -> dict[str, object]:
+    """Loss curves beside the checkpoint, collapse warnings, statistics of the field after training
+    (``fields``: (B, 2, h, w) displacements of the mean pass, before the mean is subtracted)."""
+    write_loss_curves(output, record.loss_terms, record.learning_rates)
+    field = displacement_statistics(fields)
+    statistics: dict[str, object] = {f"displacement_{key}": value for key, value in field.items()}
+    progress = displacement_progress(record.loss_terms)
+    if progress is not None:
+        statistics["displacement_fg_over_constant"] = progress
+    for term, values in record.loss_terms.items():
+        window = max(1, len(values) // 10)
+        statistics[f"{term}_first"] = float(np.mean(values[:window]))
+        statistics[f"{term}_last"] = float(np.mean(values[-window:]))
+    warnings = training_warnings(record.loss_terms, name="train_irnet")
+    if not any("displacement" in warning for warning in warnings):
+        warnings += displacement_warnings(field, name="train_irnet")
+    return report("train_irnet", output, statistics, warnings)
 
 
 def load_irnet(config: RunConfig, checkpoint: Path, device: torch.device) -> IRNet:
@@ -195,6 +251,7 @@ def run_irnet_infer(config: RunConfig, shard_index: int, checkpoint: Path, outpu
     index = path_index(radius)
     affinity_name = f"affinity_s4_r{radius:g}"
     stage_hash, stage_config = stage_metadata(config, "irn_infer")
+    per_image: list[dict[str, float]] = []
     with ShardWriter(
         output, product="irnet", config_hash=stage_hash, shard_index=shard_index, config=stage_config,
         float16=(affinity_name,),
@@ -217,3 +274,13 @@ def run_irnet_infer(config: RunConfig, shard_index: int, checkpoint: Path, outpu
                 },
                 {"height": image.shape[0], "width": image.shape[1], "radius": radius},
             )
+            per_image.append({
+                **{f"boundary_{key}": value for key, value in boundary_statistics(boundary).items()},
+                **{f"displacement_{key}": value for key, value in displacement_statistics(displacement).items()},
+            })
+    statistics = mean_statistics(per_image)
+    boundary = {key[len("boundary_"):]: value for key, value in statistics.items() if key.startswith("boundary_")}
+    field = {key[len("displacement_"):]: value for key, value in statistics.items() if key.startswith("displacement_")}
+    warnings = boundary_warnings(boundary, name=f"irnet_infer shard {shard_index}")
+    warnings += displacement_warnings(field, name=f"irnet_infer shard {shard_index}")
+    report(f"irnet_infer shard {shard_index}", output, statistics, warnings)

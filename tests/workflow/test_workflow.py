@@ -146,6 +146,17 @@ def test_dag_writes_every_product(finished_run: tuple[Path, Path]) -> None:
         value = json.loads((run / "evaluation" / f"{stage}.json").read_text())[metric]
         assert summary_value(summary, label) == f"{100 * value:.1f}", (label, summary)
     assert (run / "models" / "cam.pt").exists() and (run / "models" / "irnet.pt").exists()
+    # diagnostics beside every output: statistics and warnings (JSON), loss curves (CSV)
+    irnet_diagnostics = json.loads((run / "models" / "irnet.diagnostics.json").read_text())
+    assert irnet_diagnostics["stage"] == "train_irnet" and isinstance(irnet_diagnostics["warnings"], list)
+    assert {"displacement_centred_p99_magnitude", "displacement_fg_over_constant"} <= set(irnet_diagnostics["statistics"])
+    curves = (run / "models" / "irnet.loss_curves.csv").read_text().splitlines()
+    assert curves[0].startswith("step,learning_rate,") and "displacement_fg_constant" in curves[0] and len(curves) == 3
+    assert (run / "models" / "cam.diagnostics.json").exists() and (run / "models" / "cam.loss_curves.csv").exists()
+    for product, key in (("cam", "coverage_eval"), ("ir_labels", "accuracy"), ("irnet", "boundary_mean")):
+        for index in (0, 1):
+            statistics = json.loads((run / product / f"shard-0000{index}.diagnostics.json").read_text())["statistics"]
+            assert key in statistics and statistics["images"] > 0, (product, index)
 
 
 @pytest.mark.slow

@@ -5,6 +5,10 @@
 
 DEEPLAB_PROCESSES = RUN.deeplab.train.processes
 DEEPLAB_LABEL_SOURCES = ("pseudo", "ground_truth")
+# the semantic pseudo-label shards holding downstream ids
+DEEPLAB_PSEUDO_LABELS = [
+    W.path("semantic", f"shard-{index:05d}.h5") for index in range(len(W.plan)) if W.plan.ids(index, "downstream")
+]
 DEEPLAB_SHARDS = [Path(path).name for path in W.shard_files("deeplab")]
 
 
@@ -15,7 +19,7 @@ for _labels in DEEPLAB_LABEL_SOURCES:
             f"train_deeplab_{_labels}"
         input:
             data=W.training_inputs("downstream", ("image",) if _labels == "pseudo" else ("image", "ground_truth")),
-            semantic=W.shard_files("semantic") if _labels == "pseudo" else [],
+            semantic=DEEPLAB_PSEUDO_LABELS if _labels == "pseudo" else [],
         output:
             W.path("models", f"deeplab_{_labels}.pt"),
         params:
@@ -33,46 +37,50 @@ for _labels in DEEPLAB_LABEL_SOURCES:
             W.irn("train-deeplab", processes=DEEPLAB_PROCESSES)
             + " --labels {params.labels} {params.semantic} --out {output} > {log} 2>&1"
 
-    rule:
-        name:
-            f"deeplab_infer_{_labels}"
-        input:
-            data=W.shard_inputs("deeplab"),
-            checkpoint=W.path("models", f"deeplab_{_labels}.pt"),
-        output:
-            W.path(f"deeplab_{_labels}", "shard-{shard}.h5"),
-        params:
-            stage=W.stage("deeplab_infer"),
-        group:
-            "deeplab_shards"
-        threads: W.threads(f"deeplab_infer_{_labels}")
-        resources:
-            **W.resources(f"deeplab_infer_{_labels}", kind="make_cam", **W.inference_resources()),
-        log:
-            W.path("logs", f"deeplab_infer_{_labels}", "{shard}.log"),
-        benchmark:
-            W.path("benchmarks", f"deeplab_infer_{_labels}", "{shard}.tsv")
-        shell:
-            W.irn("deeplab-infer")
-            + " --shard {wildcards.shard} --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
+    if RUN.dataset.val_split is not None:  # predictions and evaluation need val ids
 
-    rule:
-        name:
-            f"evaluate_deeplab_{_labels}"
-        input:
-            data=W.evaluation_inputs("val"),
-            shards=[W.path(f"deeplab_{_labels}", name) for name in DEEPLAB_SHARDS],
-        output:
-            table=W.path("evaluation", f"deeplab_{_labels}.csv"),
-            markdown=W.path("evaluation", f"deeplab_{_labels}.md"),
-            metrics=W.path("evaluation", f"deeplab_{_labels}.json"),
-        params:
-            stage=W.stage("evaluate_deeplab"),
-            prefix=W.path("evaluation", f"deeplab_{_labels}"),
-        threads: 1
-        resources:
-            **W.resources(f"evaluate_deeplab_{_labels}", kind="evaluate"),
-        log:
-            W.path("logs", f"evaluate_deeplab_{_labels}.log"),
-        shell:
-            W.irn("evaluate-deeplab") + " --inputs {input.shards} --out-prefix {params.prefix} > {log} 2>&1"
+        rule:
+            name:
+                f"deeplab_infer_{_labels}"
+            input:
+                data=W.shard_inputs("deeplab"),
+                checkpoint=W.path("models", f"deeplab_{_labels}.pt"),
+            output:
+                W.path(f"deeplab_{_labels}", "shard-{shard}.h5"),
+            params:
+                stage=W.stage("deeplab_infer"),
+            group:
+                "deeplab_shards"
+            threads: W.threads(f"deeplab_infer_{_labels}")
+            resources:
+                **W.resources(f"deeplab_infer_{_labels}", kind="make_cam", **W.inference_resources()),
+            log:
+                W.path("logs", f"deeplab_infer_{_labels}", "{shard}.log"),
+            benchmark:
+                W.path("benchmarks", f"deeplab_infer_{_labels}", "{shard}.tsv")
+            shell:
+                W.irn("deeplab-infer")
+                + " --shard {wildcards.shard} --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
+
+        rule:
+            name:
+                f"evaluate_deeplab_{_labels}"
+            input:
+                data=W.evaluation_inputs("val"),
+                shards=[W.path(f"deeplab_{_labels}", name) for name in DEEPLAB_SHARDS],
+            output:
+                table=W.path("evaluation", f"deeplab_{_labels}.csv"),
+                markdown=W.path("evaluation", f"deeplab_{_labels}.md"),
+                metrics=W.path("evaluation", f"deeplab_{_labels}.json"),
+            params:
+                stage=W.stage("evaluate_deeplab"),
+                prefix=W.path("evaluation", f"deeplab_{_labels}"),
+            threads: 1
+            resources:
+                **W.resources(f"evaluate_deeplab_{_labels}", kind="evaluate"),
+            log:
+                W.path("logs", f"evaluate_deeplab_{_labels}.log"),
+            benchmark:
+                W.path("benchmarks", f"evaluate_deeplab_{_labels}.tsv")
+            shell:
+                W.irn("evaluate-deeplab") + " --inputs {input.shards} --out-prefix {params.prefix} > {log} 2>&1"
