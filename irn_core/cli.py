@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ def _config(arguments: argparse.Namespace) -> RunConfig:
     return config
 
 
-def _write_metrics(path: Path, metrics: dict[str, float]) -> None:
+def _write_metrics(path: Path, metrics: dict[str, object]) -> None:
     write_text_atomic(path, json.dumps(metrics, indent=1, sort_keys=True) + "\n")
 
 
@@ -58,6 +59,34 @@ def command_plan(arguments: argparse.Namespace) -> None:
         write_text_atomic(arguments.out, plan.to_json() + "\n")
     else:
         sys.stdout.write(plan.to_json() + "\n")
+
+
+def command_manifest(arguments: argparse.Namespace) -> None:
+    from irn_core.data.fingerprints import FingerprintCache, write_if_changed
+    from irn_core.steps.common import shard_plan
+    from irn_core.steps.inputs import parse_reads, role_manifest_text, shard_manifest_text
+
+    config = _config(arguments)
+    plan = shard_plan(config)
+    reads = parse_reads(arguments.reads)
+    cache = FingerprintCache(None)
+    if arguments.product is not None:
+        if arguments.shard is None:
+            raise IrnError("--product needs --shard")
+        text = shard_manifest_text(config, plan, arguments.product, arguments.shard, reads, cache)
+    elif arguments.role is not None:
+        text = role_manifest_text(config, plan, arguments.role, reads, cache)
+    else:
+        raise IrnError("give --product and --shard, or --role")
+    write_if_changed(arguments.out, text)
+
+
+def command_compare(arguments: argparse.Namespace) -> int:
+    from irn_core.compare import compare_runs
+
+    comparison = compare_runs(arguments.run_a, arguments.run_b, tolerance=arguments.tolerance)
+    sys.stdout.write(comparison.report())
+    return 0 if comparison.identical else 1
 
 
 def command_show_config(arguments: argparse.Namespace) -> None:
@@ -443,6 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--out", help="output folder (default: dataset.root)")
     command = add("plan", command_plan, "print or write the shard plan")
     command.add_argument("--out")
+    command = add("manifest", command_manifest, "write the input manifest of a shard's product or of a role")
+    command.add_argument("--product", help="per-shard product (with --shard)")
+    command.add_argument("--shard", type=int, help="shard index (0-based)")
+    command.add_argument("--role", help="split role (train, infer, downstream, val)")
+    command.add_argument("--reads", required=True, help="what is read per id: image, labels, ground_truth (joined by +)")
+    command.add_argument("--out", required=True)
+    command = add("compare", command_compare, "compare two runs' products; exit 1 and say where they first differ",
+                  config_required=False)
+    command.add_argument("run_a", help="a run folder (results/<name>)")
+    command.add_argument("run_b", help="another run folder")
+    command.add_argument("--tolerance", type=float, default=0.0, help="largest absolute difference taken as equal")
     command = add("show-config", command_show_config, "print the resolved config (or the JSON schema)",
                   config_required=False)
     command.add_argument("--schema", action="store_true")
@@ -512,6 +552,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    injected = _injected_failure(arguments.command)
+    if injected is not None:
+        logger.error("%s", injected)
+        return 1
     try:
         if getattr(arguments, "passes_extra", False):
             result = arguments.function(arguments, extra)
@@ -524,6 +568,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("interrupted")
         return 130
     return result if isinstance(result, int) else 0
+
+
+FAIL_ONCE_VARIABLE = "IRN_TEST_FAIL_ONCE"
+"""Fault injection for tests of retries: ``STEP:MARKER`` makes the first ``irn STEP`` that finds no
+file ``MARKER`` create it and exit 1 (the next attempt runs normally)."""
+
+
+def _injected_failure(command: str) -> str | None:
+    value = os.environ.get(FAIL_ONCE_VARIABLE)
+    if not value:
+        return None
+    step, _, marker = value.partition(":")
+    if step != command or not marker:
+        return None
+    try:
+        with open(marker, "x", encoding="utf-8") as handle:
+            handle.write(f"{command} failed once on purpose\n")
+    except FileExistsError:
+        return None
+    return f"{FAIL_ONCE_VARIABLE}: failing this first attempt of 'irn {command}' on purpose ({marker})"
 
 
 if __name__ == "__main__":

@@ -90,6 +90,12 @@ class DatasetConfig(_Section):
         None, description="ids the downstream models are evaluated on (reference: val); None: not evaluated"
     )
     synthetic: SyntheticConfig | None = Field(None, description="generator parameters (kind: synthetic only)")
+    on_unreadable: Literal["error", "skip"] = Field(
+        "error",
+        description="an image or label file that cannot be read: 'error' stops its job (the error names the "
+        "file and the image id); 'skip' leaves the image out, lists it in the shard files, the models' "
+        "records and the evaluation, and goes on (for COCO-sized datasets)",
+    )
 
     @model_validator(mode="after")
     def _kind_fields(self) -> DatasetConfig:
@@ -205,6 +211,12 @@ class IRNetTrainConfig(ScheduleFields):
     displacement_mean_batches: int | None = Field(
         None, ge=1, description="batches of the post-training displacement-mean pass (None: every full batch)"
     )
+    displacement_mean_ids: Literal["infer", "train"] = Field(
+        "infer",
+        description="images of the displacement-mean pass: 'infer' (reference: the inference split; adding "
+        "inference images then retrains nothing but re-measures the mean, so every IRNet shard is redone) "
+        "or 'train' (inference images can be added without redoing finished shards)",
+    )
     # Weight of the background displacement term (deviation against the field's collapse, issue 10).
     displacement_bg_weight: float | None = Field(
         None,
@@ -258,6 +270,19 @@ class EvaluationConfig(_Section):
     )
 
 
+class RuleResources(_Section):
+    """What one rule asks a cluster for (unset: the workflow's default, then the profile's
+    ``default-resources``); the command line's ``--set-resources`` / ``--set-threads`` win."""
+
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: compute.threads, 1 for CPU-light rules)")
+    mem_mb: int | None = Field(None, ge=1, description="memory in MB")
+    runtime: int | None = Field(None, ge=1, description="wall-clock limit in minutes")
+    gres: str | None = Field(None, description="SLURM generic resources, e.g. 'gpu:a100:1'")
+    slurm_partition: str | None = Field(None, description="SLURM partition")
+    slurm_account: str | None = Field(None, description="SLURM account")
+    constraint: str | None = Field(None, description="SLURM node features (--constraint)")
+
+
 class ComputeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
     inference_gpu: bool = Field(False, description="per-shard inference rules declare one GPU (resources: gpu=1)")
@@ -279,6 +304,17 @@ class ReportConfig(_Section):
         0.5, ge=0, le=1, description="detections of the downstream instance model (Mask R-CNN) shown from this score"
     )
     cam_overlay: float = Field(0.5, ge=0, le=1, description="opacity of the CAM colour map over the image")
+    cpu_kernels: Literal["native", "avx2"] = Field(
+        "native",
+        description="CPU kernels of the workflow's jobs: 'native' (the best this CPU has: AVX-512 where present) "
+        "or 'avx2' (PyTorch, oneDNN and MKL limited to AVX2, so that machines with and without AVX-512 run the "
+        "same kernels; see docs/reproducibility.md)",
+    )
+    rule_resources: dict[str, RuleResources] = Field(
+        default_factory=dict,
+        description="per-rule cluster resources by rule name ('default' for every rule), e.g. "
+        "{train_cam: {mem_mb: 32000, runtime: 600, gres: 'gpu:1'}}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -569,9 +605,18 @@ def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
     return value
 
 
+UNTRACKED_FIELDS: tuple[str, ...] = ("dataset.on_unreadable",)
+"""Fields that change no finished output, left out of every stage hash: ``on_unreadable`` only
+decides whether a job with an unreadable image fails or leaves that image out, and a job that
+failed has no output to redo."""
+
+
 def stage_config(config: RunConfig, stage: str) -> dict[str, Any]:
     """The JSON-ready subset of ``config`` that ``stage`` depends on."""
     data = config.model_dump(mode="json")
+    for dotted in UNTRACKED_FIELDS:
+        *parents, last = dotted.split(".")
+        _lookup(data, ".".join(parents)).pop(last, None)
     return {section: _lookup(data, section) for section in STAGE_SECTIONS[stage]}
 
 

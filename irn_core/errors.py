@@ -21,3 +21,7 @@ class InputError(IrnError, ValueError):
 
 class ConfigError(IrnError, ValueError):
     """A workflow configuration does not validate against the schema."""
+
+
+class PlanError(IrnError):
+    """The recorded shard plan of a run is unreadable or inconsistent with the run."""

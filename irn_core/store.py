@@ -3,21 +3,24 @@
 Layout of ``<run>/<product>/shard-00003.h5``::
 
     /                       attrs: schema_version, product, config_hash, code_version,
-                                   shard_index, image_ids (JSON list, in write order), config (JSON)
+                                   shard_index, image_ids (JSON list, in write order), config (JSON),
+                                   skipped (JSON {id: reason}; only when ids were left out)
     /<image_id>/            attrs: per-image metadata (e.g. height, width)
     /<image_id>/cam_s4      datasets named with their stride: cam_s4, cam_s1, boundary_s4,
     /<image_id>/class_ids   displacement_s4, affinity_s4_r5, ir_label_s1, semantic_s1, ...
 
 Datasets are chunked and gzip-compressed (with the shuffle filter); floating-point datasets
 listed in ``float16`` are stored as float16 (e.g. CAMs, to halve their size). Object times are not
-recorded, so the same inputs give the same bytes. A file is written to a temporary sibling and
-renamed into place when complete, so a file at its final path is always whole; readers still check
+recorded, so the same inputs give the same bytes. A file is built in memory, written to a temporary
+sibling and renamed into place when complete, so a file at its final path is always whole (a write
+that fails, e.g. on a full disk, raises :class:`~irn_core.errors.StoreError` and leaves nothing); readers still check
 the schema version, the product and the presence of every image id, and fail with a
 :class:`~irn_core.errors.StoreError` naming the file, the image id and the problem.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -85,13 +88,16 @@ class ShardWriter:
         self.float16 = frozenset(float16)
         self.compression_level = compression_level
         self._image_ids: list[str] = []
-        self._context: Any = None
+        self.skipped_ids: dict[str, str] = {}
+        """Ids left out of the shard -> reason (see :meth:`skip`)."""
+        self._buffer = io.BytesIO()
         self._file: h5py.File | None = None
 
     def __enter__(self) -> ShardWriter:
-        self._context = atomic_path(self.path)
-        temporary = self._context.__enter__()
-        self._file = h5py.File(temporary, "w", track_order=True)
+        # The file is built in memory and written out in one piece when complete: HDF5 crashes the
+        # process (SIGSEGV) when a write fails on a full disk, Python's own write raises OSError.
+        self._buffer = io.BytesIO()
+        self._file = h5py.File(self._buffer, "w", track_order=True)
         return self
 
     def add(
@@ -106,6 +112,8 @@ class ShardWriter:
         _check_image_id(self.path, image_id)
         if image_id in self._file:
             raise StoreError(f"{self.path}: image id {image_id!r} written twice")
+        if image_id in self.skipped_ids:
+            raise StoreError(f"{self.path}: image id {image_id!r} was skipped, cannot also be written")
         group = self._file.create_group(image_id, track_order=True)
         for name, value in datasets.items():
             array = _to_numpy(value)
@@ -127,13 +135,20 @@ class ShardWriter:
             group.attrs[key] = value
         self._image_ids.append(image_id)
 
+    def skip(self, image_id: str, reason: str) -> None:
+        """Record that ``image_id`` was left out of this shard and why (``dataset.on_unreadable: skip``);
+        readers list it in :attr:`ShardReader.skipped`."""
+        if image_id in self._image_ids:
+            raise StoreError(f"{self.path}: image id {image_id!r} was written, cannot also be skipped")
+        self.skipped_ids[image_id] = reason
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        assert self._file is not None and self._context is not None
+        assert self._file is not None
         try:
             if exc_type is None:
                 attributes = self._file.attrs
@@ -144,10 +159,27 @@ class ShardWriter:
                 attributes["shard_index"] = self.shard_index
                 attributes["image_ids"] = json.dumps(self._image_ids)
                 attributes["config"] = json.dumps(self.config, sort_keys=True, default=str)
+                if self.skipped_ids:
+                    attributes["skipped"] = json.dumps(self.skipped_ids, sort_keys=True)
             self._file.close()
         finally:
             self._file = None
-            self._context.__exit__(exc_type, exc, traceback)
+        if exc_type is None:
+            self._write_out()
+        self._buffer = io.BytesIO()
+
+    def _write_out(self) -> None:
+        """Write the finished file to a temporary sibling and rename it into place."""
+        try:
+            with atomic_path(self.path) as temporary, open(temporary, "wb") as handle:
+                handle.write(self._buffer.getbuffer())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise StoreError(
+                f"{self.path}: could not write the shard file ({error.strerror or error}; disk full?); "
+                "nothing was written at this path"
+            ) from error
 
 
 class ShardReader:
@@ -185,6 +217,8 @@ class ShardReader:
         if product is not None and attributes["product"] != product:
             raise StoreError(f"{self.path}: holds product {attributes['product']!r}, expected {product!r}")
         self.image_ids: list[str] = json.loads(attributes["image_ids"])
+        self.skipped: dict[str, str] = json.loads(attributes["skipped"]) if "skipped" in attributes else {}
+        """Ids of the shard left out (``dataset.on_unreadable: skip``) -> the reason."""
         absent = [image_id for image_id in self.image_ids if image_id not in self._file]
         if absent:
             raise StoreError(f"{self.path}: truncated; groups missing for image ids {absent[:5]}")
@@ -274,6 +308,11 @@ class ShardedStore:
     @property
     def image_ids(self) -> list[str]:
         return list(self._location)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Ids left out of any of the files (``dataset.on_unreadable: skip``) -> the reason."""
+        return {image_id: reason for reader in self._readers for image_id, reason in reader.skipped.items()}
 
     def reader_for(self, image_id: str) -> ShardReader:
         try:

@@ -23,12 +23,12 @@ def test_plan_with_downstream_adds_val_ids_for_predictions_only() -> None:
     config = load_config([], {"shard_size": 4, "dataset": {**SYNTHETIC, "train_split": "train", "infer_split": "train",
                                                            "downstream_split": "train", "val_split": "val"}})
     plan = shard_plan(config)
-    assert [len(shard) for shard in plan.shards] == [4, 4, 1]
+    # ids grouped by their roles: the 6 train (= infer = downstream) ids, then the 3 val ids
+    assert [len(shard) for shard in plan.shards] == [4, 2, 3]
     val = sorted(plan.val_ids)
     assert len(val) == 3 and plan.all_ids("val") == val
-    # shard 1 holds two training and two val ids; shard 2 one val id
     assert plan.product_ids(1, "cam") == plan.ids(1, "train") and len(plan.ids(1, "train")) == 2
-    assert plan.product_ids(1, "deeplab") == val[:2]
-    assert plan.product_shards("semantic") == [0, 1] and plan.product_shards("deeplab") == [1, 2]
+    assert plan.product_ids(2, "deeplab") == val and plan.product_ids(1, "deeplab") == []
+    assert plan.product_shards("semantic") == [0, 1] and plan.product_shards("deeplab") == [2]
     assert plan.product_shards("ir_labels") == [0, 1]
     assert json.loads(plan.to_json())["val_ids"] == val

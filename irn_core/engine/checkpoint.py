@@ -22,12 +22,16 @@ def save_checkpoint(
     record: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically. ``kind`` is ``"cam"`` or ``"irnet"``."""
+    from irn_core.records import machine_info, package_versions
+
     payload = {
         "kind": kind,
         "model": {name: tensor.detach().cpu() for name, tensor in model_state.items()},
         "config": config,
         "code_version": code_version(),
         "record": record or {},
+        "machine": machine_info(),
+        "packages": package_versions(),
     }
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)

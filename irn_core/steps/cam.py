@@ -21,7 +21,9 @@ from irn_core.progress import track
 from irn_core.steps.common import (
     open_run_dataset,
     prepare_runtime,
+    readable_ids,
     shard_plan,
+    skip_or_raise,
     split_ids,
     stage_metadata,
     training_process,
@@ -62,7 +64,9 @@ def run_train_cam(config: RunConfig, output: Path, *, max_steps: int | None = No
     """Train the CAM network on the training split and save ``output`` (rank 0 only under torchrun)."""
     with training_process(config) as (context, device):
         dataset = open_run_dataset(config)
-        image_ids = split_ids(config, config.dataset.train_split)
+        image_ids, skipped = readable_ids(
+            config, dataset, split_ids(config, config.dataset.train_split), labels=True
+        )
         settings = cam_train_settings(config)
         if max_steps is not None:
             settings = CAMTrainSettings(**{**asdict(settings), "max_steps": max_steps})
@@ -85,7 +89,9 @@ def run_train_cam(config: RunConfig, output: Path, *, max_steps: int | None = No
                 model_state=model.state_dict(),
                 kind="cam",
                 config={**stage_config, "stage_hash": stage_hash, "class_names": list(dataset.class_names)},
-                record={**asdict(record), "world_size": context.world_size, "diagnostics": diagnostics},
+                record={
+                    **asdict(record), "world_size": context.world_size, "diagnostics": diagnostics, "skipped": skipped,
+                },
             )
             logger.info("saved %s (%d steps, %.1f images/s)", output, record.steps, record.images_per_second)
 
@@ -116,8 +122,12 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
         for image_id in track(
             image_ids, description=f"cam shard {shard_index}", logger=logger, every=config.compute.progress_every
         ):
-            image = dataset.image(image_id)
-            class_ids = dataset.class_labels(image_id)
+            try:
+                image = dataset.image(image_id)
+                class_ids = dataset.class_labels(image_id)
+            except DatasetError as error:
+                skip_or_raise(config, image_id, error, writer.skipped_ids)
+                continue
             cam_s4, high_res = multiscale_cams(model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip)
             cam_s4, high_res = select_classes(cam_s4, high_res, torch.as_tensor(class_ids, dtype=torch.int64))
             writer.add(
@@ -150,7 +160,11 @@ def run_import_cams(config: RunConfig, shard_index: int, npy_dir: Path, output: 
         ):
             path = npy_dir / f"{image_id}.npy"
             class_ids, cam_s4, high_res = read_reference_cam(path)
-            height, width = dataset.image_size(image_id)
+            try:
+                height, width = dataset.image_size(image_id)
+            except DatasetError as error:
+                skip_or_raise(config, image_id, error, writer.skipped_ids)
+                continue
             if high_res.shape[1:] != (height, width):
                 raise DatasetError(
                     f"{path}: image id {image_id!r}: high_res is {high_res.shape[1:]}, the image is {(height, width)}"

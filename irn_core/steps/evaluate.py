@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,9 @@ import pandas as pd
 from irn_core import evaluation
 from irn_core.atomic import write_text_atomic
 from irn_core.config import RunConfig
+from irn_core.errors import DatasetError
 from irn_core.progress import track
-from irn_core.steps.common import open_run_dataset, shard_plan
+from irn_core.steps.common import open_run_dataset, shard_plan, skip_or_raise
 from irn_core.store import ShardedStore
 
 logger = logging.getLogger(__name__)
@@ -37,47 +39,94 @@ def _infer_ids(config: RunConfig) -> list[str]:
     return shard_plan(config).all_ids("infer")
 
 
+def _evaluated_ids(image_ids: Sequence[str], store: ShardedStore, skipped: dict[str, str]) -> list[str]:
+    """The ids to evaluate: those the store holds; ids left out of it (``dataset.on_unreadable: skip``)
+    go to ``skipped``."""
+    ids = []
+    for image_id in image_ids:
+        if image_id in store.skipped and image_id not in store:
+            skipped[image_id] = store.skipped[image_id]
+        else:
+            ids.append(image_id)
+    return ids
+
+
+def _write_skipped(output_prefix: Path, skipped: dict[str, str]) -> None:
+    """List the images left out of an evaluation under its Markdown table (never silently)."""
+    if not skipped:
+        return
+    markdown = output_prefix.with_suffix(".md")
+    lines = [f"\n{len(skipped)} image(s) not evaluated (dataset.on_unreadable: skip):\n"]
+    lines += [f"- `{image_id}`: {reason}" for image_id, reason in sorted(skipped.items())]
+    write_text_atomic(markdown, markdown.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
+
+
+def _ground_truth(config: RunConfig, image_id: str, read: Any, skipped: dict[str, str]) -> Any:
+    """``read(image_id)``, or None (and the id in ``skipped``) when its ground truth is unreadable and
+    ``on_unreadable`` is ``skip``."""
+    try:
+        return read(image_id)
+    except DatasetError as error:
+        skip_or_raise(config, image_id, error, skipped)
+        return None
+
+
 def _semantic_evaluation(
-    config: RunConfig, predictions: Iterable[tuple[str, np.ndarray]], output_prefix: Path, title: str
-) -> dict[str, float]:
-    """Accumulate the confusion matrix image by image (no prediction is kept) and write the table."""
+    config: RunConfig,
+    predictions: Iterable[tuple[str, np.ndarray]],
+    output_prefix: Path,
+    title: str,
+    skipped: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Accumulate the confusion matrix image by image (no prediction is kept) and write the table;
+    ``skipped``: ids left out so far (-> reason), listed with the table (ground truth that cannot be
+    read is added to it under ``dataset.on_unreadable: skip``)."""
+    skipped = {} if skipped is None else skipped
     dataset = open_run_dataset(config)
     num_classes = len(dataset.class_names) + 1
     confusion = np.zeros((num_classes, num_classes), np.int64)
     images = 0
     for image_id, prediction in predictions:
-        confusion += evaluation.confusion_matrix(prediction, dataset.semantic_mask(image_id), num_classes)
+        truth = _ground_truth(config, image_id, dataset.semantic_mask, skipped)
+        if truth is None:
+            continue
+        confusion += evaluation.confusion_matrix(prediction, truth, num_classes)
         images += 1
     per_class, miou = evaluation.mean_iou(confusion)
     table = evaluation.semantic_table(per_class, list(dataset.class_names))
     evaluation.write_table(table, output_prefix)
-    logger.info("%s: mIoU %.2f over %d images", title, 100 * miou, images)
-    return {"mIoU": float(miou), "images": images}
+    _write_skipped(output_prefix, skipped)
+    logger.info("%s: mIoU %.2f over %d images (%d skipped)", title, 100 * miou, images, len(skipped))
+    return {"mIoU": float(miou), "images": images, **({"skipped": dict(sorted(skipped.items()))} if skipped else {})}
 
 
 def run_evaluate_cam(config: RunConfig, cam_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
     """mIoU of CAMs (background score ``cam.eval_threshold``) on the inference images."""
 
+    skipped: dict[str, str] = {}
+
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
-        for image_id in track(
-            _infer_ids(config), description="evaluate cams", logger=logger, every=config.compute.progress_every
-        ):
+        present = _evaluated_ids(_infer_ids(config), store, skipped)
+        for image_id in track(present, description="evaluate cams", logger=logger, every=config.compute.progress_every):
             stored = store.read(image_id, ["cam_s1", "class_ids"])
             yield image_id, cam_labels(stored["cam_s1"], stored["class_ids"], config.cam.eval_threshold)
 
     with ShardedStore(cam_paths, product="cam") as store:
-        return _semantic_evaluation(config, predictions(store), output_prefix, "CAM")
+        return _semantic_evaluation(config, predictions(store), output_prefix, "CAM", skipped)
 
 
 def run_evaluate_semantic(config: RunConfig, semantic_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
+    skipped: dict[str, str] = {}
+
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
+        present = _evaluated_ids(_infer_ids(config), store, skipped)
         for image_id in track(
-            _infer_ids(config), description="evaluate semantic", logger=logger, every=config.compute.progress_every
+            present, description="evaluate semantic", logger=logger, every=config.compute.progress_every
         ):
             yield image_id, store.read(image_id, ["semantic_s1"])["semantic_s1"]
 
     with ShardedStore(semantic_paths, product="semantic") as store:
-        return _semantic_evaluation(config, predictions(store), output_prefix, "semantic pseudo labels")
+        return _semantic_evaluation(config, predictions(store), output_prefix, "semantic pseudo labels", skipped)
 
 
 class _StoredInstances(Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
@@ -133,13 +182,20 @@ def evaluate_instance_predictions(
     accumulator = evaluation.InstanceAPAccumulator(
         len(dataset.class_names), thresholds, matching=config.evaluation.matching
     )
+    skipped: dict[str, str] = {}
+    evaluated: list[str] = []
     with ShardedStore(instance_paths, product=product) as store:
+        present = _evaluated_ids(image_ids, store, skipped)
         for image_id in track(
-            image_ids, description=f"evaluate {product}", logger=logger, every=config.compute.progress_every
+            present, description=f"evaluate {product}", logger=logger, every=config.compute.progress_every
         ):
+            truth = _ground_truth(config, image_id, dataset.instance_masks, skipped)
+            if truth is None:
+                continue
             predicted = store.read(image_id, ["masks_s1", "class_ids", "scores"])
-            gt_masks, gt_class_ids = dataset.instance_masks(image_id)
+            gt_masks, gt_class_ids = truth
             accumulator.add(predicted["masks_s1"], predicted["class_ids"], predicted["scores"], gt_masks, gt_class_ids)
+            evaluated.append(image_id)
     results = accumulator.result()
     class_names = list(dataset.class_names)
     table = evaluation.instance_table(
@@ -150,12 +206,16 @@ def evaluate_instance_predictions(
     summary = {f"mAP@{threshold:g}": float(results[threshold][1]) for threshold in config.evaluation.iou_thresholds}
     summary["mAP_vol"] = float(evaluation.map_r_vol(results))
     if coco_ap:
-        ground_truth = coco_ground_truth(config, role, image_ids)
+        ground_truth = coco_ground_truth(config, role, evaluated)
         with ShardedStore(instance_paths, product=product) as store:
-            coco = evaluation.coco_mask_ap(_StoredInstances(store, image_ids), ground_truth)
+            coco = evaluation.coco_mask_ap(_StoredInstances(store, evaluated), ground_truth)
         summary.update({f"COCO {name}": value for name, value in coco.items()})
+    _write_skipped(output_prefix, skipped)
     logger.info("%s: %s", title, ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
-    return summary
+    result: dict[str, Any] = {**summary, "images": len(evaluated)}
+    if skipped:
+        result["skipped"] = dict(sorted(skipped.items()))
+    return result
 
 
 def run_evaluate_instances(config: RunConfig, instance_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
@@ -216,15 +276,23 @@ def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) 
             ratio = float(metrics["deeplab_pseudo"]["mIoU"]) / max(float(metrics[stage]["mIoU"]), 1e-12)
             rows.append({"stage": "DeepLab v2: pseudo labels / ground truth", "split": splits["val"],
                          "ours (%)": f"{100 * ratio:.1f}", "paper, VOC 2012 (%)": "89.4 (test)"})
+    skipped: dict[str, str] = {}
+    for values in metrics.values():
+        skipped.update(values.get("skipped", {}))
     extra = [
         {"stage": stage, "metric": name, "value": value if name == "images" else round(100 * float(value), 2)}
         for stage, values in metrics.items()
         for name, value in values.items()
-        if (stage, name) not in shown
+        if (stage, name) not in shown and name != "skipped"
     ]
     header = f"# irn run '{config.name}' ({config.dataset.kind})\n\n"
     text = header + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
     if extra:
         text += "\nOther figures (percent; `images`: how many were evaluated):\n\n"
         text += pd.DataFrame(extra).to_markdown(index=False) + "\n"
+    if skipped:
+        text += (
+            f"\n**{len(skipped)} image(s) left out** (dataset.on_unreadable: skip; reasons in the stage tables): "
+            + ", ".join(f"`{image_id}`" for image_id in sorted(skipped)) + "\n"
+        )
     write_text_atomic(output, text)

@@ -25,7 +25,7 @@ from irn_core.diagnostics import (
 from irn_core.data.registry import SegmentationDataset
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from irn_core.engine.training import TrainingRecord
-from irn_core.errors import IrnError
+from irn_core.errors import DatasetError, IrnError
 from irn_core.ir_labels import confident_region_labels
 from irn_core.irnet.infer import boundary_and_displacement
 from irn_core.irnet.train import IRNetTrainSettings, measure_displacement_mean, train_irnet
@@ -37,7 +37,9 @@ from irn_core.relations.path_index import path_index
 from irn_core.steps.common import (
     open_run_dataset,
     prepare_runtime,
+    readable_ids,
     shard_plan,
+    skip_or_raise,
     split_ids,
     stage_metadata,
     training_process,
@@ -63,7 +65,14 @@ def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: P
         for image_id in track(
             image_ids, description=f"ir labels shard {shard_index}", logger=logger, every=config.compute.progress_every
         ):
-            image = dataset.image(image_id)
+            if image_id in cams.skipped:
+                writer.skip(image_id, f"skipped in {cam_path}: {cams.skipped[image_id]}")
+                continue
+            try:
+                image = dataset.image(image_id)
+            except DatasetError as error:
+                skip_or_raise(config, image_id, error, writer.skipped_ids)
+                continue
             stored = cams.read(image_id, ["cam_s1", "class_ids"])
             if len(stored["class_ids"]) == 0:
                 # no foreground class: every pixel is confidently background
@@ -150,9 +159,12 @@ def run_train_irnet(
         torch.manual_seed(config.seed)
         model = build_irnet(config, cam_checkpoint=cam_checkpoint, pretrained=True).to(device)
         settings = irnet_train_settings(config)
+        train = config.irnet.train
         if max_steps is not None:
             settings = IRNetTrainSettings(**{**asdict(settings), "max_steps": max_steps})
         with ShardedStore(ir_label_paths, product="ir_labels") as store:
+            skipped = {image_id: store.skipped[image_id] for image_id in image_ids if image_id in store.skipped}
+            image_ids = [image_id for image_id in image_ids if image_id not in skipped]
             missing = [image_id for image_id in image_ids if image_id not in store]
             if missing:
                 raise ValueError(f"confident-region labels missing for {len(missing)} training ids, e.g. {missing[:3]}")
@@ -163,7 +175,11 @@ def run_train_irnet(
             logger.info("training IRNet on %d images (%s)", len(image_ids), config.dataset.train_split)
             record = train_irnet(model, dataset, image_ids, labels, settings, device=device, context=context)
         if context.is_main:
-            infer_ids = split_ids(config, config.dataset.infer_split)
+            mean_split = (
+                config.dataset.train_split if train.displacement_mean_ids == "train" else config.dataset.infer_split
+            )
+            mean_ids, mean_skipped = readable_ids(config, dataset, split_ids(config, mean_split), labels=False)
+            skipped.update(mean_skipped)
             fields: list[np.ndarray] = []
 
             def collect(displacement: torch.Tensor) -> None:
@@ -173,7 +189,7 @@ def run_train_irnet(
             mean = measure_displacement_mean(
                 model,
                 dataset,
-                infer_ids,
+                mean_ids,
                 crop_size=settings.crop_size,
                 batch_size=settings.batch_size,
                 device=device,
@@ -191,7 +207,7 @@ def run_train_irnet(
                 config={**stage_config, "stage_hash": stage_hash},
                 record={
                     **asdict(record), "world_size": context.world_size, "displacement_mean": mean.tolist(),
-                    "diagnostics": diagnostics,
+                    "diagnostics": diagnostics, "skipped": skipped,
                 },
             )
             logger.info("saved %s (%d steps, %.1f images/s)", output, record.steps, record.images_per_second)
@@ -245,7 +261,11 @@ def run_irnet_infer(config: RunConfig, shard_index: int, checkpoint: Path, outpu
         for image_id in track(
             image_ids, description=f"irnet shard {shard_index}", logger=logger, every=config.compute.progress_every
         ):
-            image = dataset.image(image_id)
+            try:
+                image = dataset.image(image_id)
+            except DatasetError as error:
+                skip_or_raise(config, image_id, error, writer.skipped_ids)
+                continue
             boundary, displacement = boundary_and_displacement(model, image, pad_to=config.irnet.infer.pad_to)
             affinity = boundary_to_affinity(boundary[None], index)[0]
             writer.add(

@@ -25,6 +25,14 @@ def empty_instances(image_size: tuple[int, int]) -> InstanceLabels:
     )
 
 
+def _skip_reason(image_id: str, *readers: ShardReader) -> str | None:
+    """Why ``image_id`` was left out of one of the input shards, or None."""
+    for reader in readers:
+        if image_id in reader.skipped:
+            return f"skipped in {reader.path}: {reader.skipped[image_id]}"
+    return None
+
+
 def run_pseudo_labels(
     config: RunConfig,
     shard_index: int,
@@ -53,6 +61,11 @@ def run_pseudo_labels(
             logger=logger,
             every=config.compute.progress_every,
         ):
+            reason = _skip_reason(image_id, cams, relations)
+            if reason is not None:
+                semantic_writer.skip(image_id, reason)
+                instance_writer.skip(image_id, reason)
+                continue
             cam = cams.read(image_id, ["cam_s4", "class_ids"])
             relation = relations.read(image_id, ["boundary_s4", "displacement_s4"])
             attributes = cams.attributes(image_id)

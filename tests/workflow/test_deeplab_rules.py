@@ -38,10 +38,11 @@ def _dry_run(workdir: Path, config: dict) -> str:
 def test_deeplab_jobs_for_both_label_sources(tmp_path: Path) -> None:
     text = _dry_run(tmp_path, CONFIG)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, flags=re.MULTILINE))
-    # 14 ids in shards of 6: the 4 val ids (syn_000010..13) lie in shards 1 and 2
+    # 14 ids in shards of 6, grouped by role: the 10 training ids in shards 0 and 1, the 4 val ids
+    # (syn_000010..13) in shard 2
     assert {name: int(counts.get(name, 0)) for name in (
         "train_deeplab_pseudo", "train_deeplab_ground_truth", "deeplab_infer_pseudo", "deeplab_infer_ground_truth",
         "evaluate_deeplab_pseudo", "evaluate_deeplab_ground_truth", "pseudo_labels",
-    )} == {"train_deeplab_pseudo": 1, "train_deeplab_ground_truth": 1, "deeplab_infer_pseudo": 2,
-           "deeplab_infer_ground_truth": 2, "evaluate_deeplab_pseudo": 1, "evaluate_deeplab_ground_truth": 1,
+    )} == {"train_deeplab_pseudo": 1, "train_deeplab_ground_truth": 1, "deeplab_infer_pseudo": 1,
+           "deeplab_infer_ground_truth": 1, "evaluate_deeplab_pseudo": 1, "evaluate_deeplab_ground_truth": 1,
            "pseudo_labels": 2}, text[-3000:]  # the training ids lie in shards 0 and 1

@@ -6,14 +6,14 @@ if RUN.cam.import_dir is None:
 
     rule train_cam:
         input:
-            data=DATA_ROOT,
+            data=W.training_inputs("train"),
         output:
             W.path("models", "cam.pt"),
         params:
             stage=W.stage("train_cam"),
-        threads: RUN.compute.threads
+        threads: W.threads("train_cam")
         resources:
-            **W.training_resources(CAM_PROCESSES),
+            **W.resources("train_cam", **W.training_resources(CAM_PROCESSES)),
         log:
             W.path("logs", "train_cam.log"),
         benchmark:
@@ -23,15 +23,17 @@ if RUN.cam.import_dir is None:
 
     rule make_cam:
         input:
-            data=DATA_ROOT,
+            data=W.shard_inputs("cam"),
             checkpoint=W.path("models", "cam.pt"),
         output:
             W.path("cam", "shard-{shard}.h5"),
         params:
             stage=W.stage("make_cam"),
-        threads: RUN.compute.threads
+        group:
+            "cam_shards"
+        threads: W.threads("make_cam")
         resources:
-            **W.inference_resources(),
+            **W.resources("make_cam", **W.inference_resources()),
         log:
             W.path("logs", "make_cam", "{shard}.log"),
         benchmark:
@@ -43,12 +45,17 @@ else:
 
     rule import_cams:
         input:
-            data=DATA_ROOT,
+            data=W.shard_inputs("cam", reads=("image",)),
             npy=str(RUN.cam.import_dir),
         output:
             W.path("cam", "shard-{shard}.h5"),
         params:
             stage=W.stage("make_cam"),
+        group:
+            "cam_shards"
+        threads: 1
+        resources:
+            **W.resources("import_cams"),
         log:
             W.path("logs", "import_cams", "{shard}.log"),
         shell:
@@ -61,6 +68,9 @@ rule export_reference_cams:
         W.shard_files("cam"),
     output:
         directory(W.path("reference_cams")),
+    threads: 1
+    resources:
+        **W.resources("export_reference_cams"),
     log:
         W.path("logs", "export_reference_cams.log"),
     shell:

@@ -18,7 +18,7 @@ for _labels in DEEPLAB_LABEL_SOURCES:
         name:
             f"train_deeplab_{_labels}"
         input:
-            data=DATA_ROOT,
+            data=W.training_inputs("downstream", ("image",) if _labels == "pseudo" else ("image", "ground_truth")),
             semantic=DEEPLAB_PSEUDO_LABELS if _labels == "pseudo" else [],
         output:
             W.path("models", f"deeplab_{_labels}.pt"),
@@ -26,9 +26,9 @@ for _labels in DEEPLAB_LABEL_SOURCES:
             stage=W.stage("train_deeplab"),
             labels=_labels,  # shell commands are evaluated at run time: take loop values through params
             semantic=lambda wildcards, input: f"--semantic {input.semantic}" if input.semantic else "",
-        threads: RUN.compute.threads
+        threads: W.threads(f"train_deeplab_{_labels}")
         resources:
-            **W.training_resources(DEEPLAB_PROCESSES),
+            **W.resources(f"train_deeplab_{_labels}", kind="train_cam", **W.training_resources(DEEPLAB_PROCESSES)),
         log:
             W.path("logs", f"train_deeplab_{_labels}.log"),
         benchmark:
@@ -43,15 +43,17 @@ for _labels in DEEPLAB_LABEL_SOURCES:
             name:
                 f"deeplab_infer_{_labels}"
             input:
-                data=DATA_ROOT,
+                data=W.shard_inputs("deeplab"),
                 checkpoint=W.path("models", f"deeplab_{_labels}.pt"),
             output:
                 W.path(f"deeplab_{_labels}", "shard-{shard}.h5"),
             params:
                 stage=W.stage("deeplab_infer"),
-            threads: RUN.compute.threads
+            group:
+                "deeplab_shards"
+            threads: W.threads(f"deeplab_infer_{_labels}")
             resources:
-                **W.inference_resources(),
+                **W.resources(f"deeplab_infer_{_labels}", kind="make_cam", **W.inference_resources()),
             log:
                 W.path("logs", f"deeplab_infer_{_labels}", "{shard}.log"),
             benchmark:
@@ -64,7 +66,7 @@ for _labels in DEEPLAB_LABEL_SOURCES:
             name:
                 f"evaluate_deeplab_{_labels}"
             input:
-                data=DATA_ROOT,
+                data=W.evaluation_inputs("val"),
                 shards=[W.path(f"deeplab_{_labels}", name) for name in DEEPLAB_SHARDS],
             output:
                 table=W.path("evaluation", f"deeplab_{_labels}.csv"),
@@ -73,6 +75,9 @@ for _labels in DEEPLAB_LABEL_SOURCES:
             params:
                 stage=W.stage("evaluate_deeplab"),
                 prefix=W.path("evaluation", f"deeplab_{_labels}"),
+            threads: 1
+            resources:
+                **W.resources(f"evaluate_deeplab_{_labels}", kind="evaluate"),
             log:
                 W.path("logs", f"evaluate_deeplab_{_labels}.log"),
             benchmark:

@@ -13,16 +13,19 @@ for _name, (_step, _product) in EVALUATIONS.items():
         name:
             f"evaluate_{_name}"
         input:
-            data=DATA_ROOT,
+            data=W.evaluation_inputs("infer"),
             shards=W.shard_files(_product),
         output:
             table=W.path("evaluation", f"{_name}.csv"),
             markdown=W.path("evaluation", f"{_name}.md"),
             metrics=W.path("evaluation", f"{_name}.json"),
         params:
-            stage=W.stage("evaluate") + W.stage("eval_cam"),
+            stage=W.stage("evaluate") + (W.stage("eval_cam") if _name == "cam" else ""),
             prefix=W.path("evaluation", _name),
             step=_step,  # shell commands are evaluated at run time: take loop values through params
+        threads: 1
+        resources:
+            **W.resources(f"evaluate_{_name}", kind="evaluate"),
         log:
             W.path("logs", f"evaluate_{_name}.log"),
         shell:
@@ -48,6 +51,9 @@ rule summary:
         **SUMMARY_METRICS,
     output:
         W.path("evaluation", "summary.md"),
+    threads: 1
+    resources:
+        **W.resources("summary"),
     log:
         W.path("logs", "summary.log"),
     shell:

@@ -2,13 +2,17 @@
 
 rule ir_labels:
     input:
-        data=DATA_ROOT,
+        data=W.shard_inputs("ir_labels"),
         cams=W.path("cam", "shard-{shard}.h5"),
     output:
         W.path("ir_labels", "shard-{shard}.h5"),
     params:
         stage=W.stage("ir_labels"),
-    threads: 1
+    group:
+        "ir_label_shards"
+    threads: W.threads("ir_labels", 1)
+    resources:
+        **W.resources("ir_labels"),
     log:
         W.path("logs", "ir_labels", "{shard}.log"),
     benchmark:

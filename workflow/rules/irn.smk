@@ -3,11 +3,14 @@
 
 IRN_PROCESSES = RUN.irnet.train.processes
 CAM_CHECKPOINT = [W.path("models", "cam.pt")] if RUN.irnet.backbone_init == "cam" else []
+# training reads the training images; the displacement-mean pass the images of one role
+IRN_TRAIN_INPUTS = sorted({W.training_inputs("train", ("image",)),
+                           W.training_inputs(RUN.irnet.train.displacement_mean_ids, ("image",))})
 
 
 rule train_irnet:
     input:
-        data=DATA_ROOT,
+        data=IRN_TRAIN_INPUTS,
         ir_labels=W.shard_files("ir_labels"),
         cam_checkpoint=CAM_CHECKPOINT,
     output:
@@ -15,9 +18,9 @@ rule train_irnet:
     params:
         stage=W.stage("train_irn"),
         cam_checkpoint=lambda wildcards, input: f"--cam-checkpoint {input.cam_checkpoint}" if input.cam_checkpoint else "",
-    threads: RUN.compute.threads
+    threads: W.threads("train_irnet")
     resources:
-        **W.training_resources(IRN_PROCESSES),
+        **W.resources("train_irnet", **W.training_resources(IRN_PROCESSES)),
     log:
         W.path("logs", "train_irnet.log"),
     benchmark:
@@ -29,15 +32,17 @@ rule train_irnet:
 
 rule irnet_infer:
     input:
-        data=DATA_ROOT,
+        data=W.shard_inputs("irnet"),
         checkpoint=W.path("models", "irnet.pt"),
     output:
         W.path("irnet", "shard-{shard}.h5"),
     params:
         stage=W.stage("irn_infer"),
-    threads: RUN.compute.threads
+    group:
+        "irnet_shards"
+    threads: W.threads("irnet_infer")
     resources:
-        **W.inference_resources(),
+        **W.resources("irnet_infer", **W.inference_resources()),
     log:
         W.path("logs", "irnet_infer", "{shard}.log"),
     benchmark:

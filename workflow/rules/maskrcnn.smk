@@ -12,16 +12,16 @@ MASKRCNN_LABELS = [
 
 rule train_maskrcnn:
     input:
-        data=DATA_ROOT,
+        data=W.training_inputs("downstream", ("image",) if RUN.maskrcnn.train.labels == "pseudo" else ("image", "ground_truth")),
         instances=MASKRCNN_LABELS,
     output:
         W.path("models", "maskrcnn.pt"),
     params:
         stage=W.stage("train_maskrcnn"),
         instances=lambda wildcards, input: f"--instances {' '.join(input.instances)}" if input.instances else "",
-    threads: RUN.compute.threads
+    threads: W.threads("train_maskrcnn")
     resources:
-        **W.training_resources(MASKRCNN_PROCESSES),
+        **W.resources("train_maskrcnn", kind="train_cam", **W.training_resources(MASKRCNN_PROCESSES)),
     log:
         W.path("logs", "train_maskrcnn.log"),
     benchmark:
@@ -34,15 +34,17 @@ if RUN.dataset.val_split is not None:  # predictions and evaluation need val ids
 
     rule maskrcnn_infer:
         input:
-            data=DATA_ROOT,
+            data=W.shard_inputs("maskrcnn"),
             checkpoint=W.path("models", "maskrcnn.pt"),
         output:
             W.path("maskrcnn", "shard-{shard}.h5"),
         params:
             stage=W.stage("maskrcnn_infer"),
-        threads: RUN.compute.threads
+        group:
+            "maskrcnn_shards"
+        threads: W.threads("maskrcnn_infer")
         resources:
-            **W.inference_resources(),
+            **W.resources("maskrcnn_infer", kind="make_cam", **W.inference_resources()),
         log:
             W.path("logs", "maskrcnn_infer", "{shard}.log"),
         benchmark:
@@ -53,7 +55,7 @@ if RUN.dataset.val_split is not None:  # predictions and evaluation need val ids
 
     rule evaluate_maskrcnn:
         input:
-            data=DATA_ROOT,
+            data=W.evaluation_inputs("val"),
             shards=W.shard_files("maskrcnn"),
         output:
             table=W.path("evaluation", "maskrcnn.csv"),
@@ -62,6 +64,9 @@ if RUN.dataset.val_split is not None:  # predictions and evaluation need val ids
         params:
             stage=W.stage("evaluate"),
             prefix=W.path("evaluation", "maskrcnn"),
+        threads: 1
+        resources:
+            **W.resources("evaluate_maskrcnn", kind="evaluate"),
         log:
             W.path("logs", "evaluate_maskrcnn.log"),
         benchmark:

@@ -9,9 +9,11 @@ rule pseudo_labels:
         instances=W.path("instances", "shard-{shard}.h5"),
     params:
         stage=W.stage("pseudo_labels"),
-    threads: 1  # 256 small sparse products per image: one thread per shard beats threads per product
+    group:
+        "pseudo_label_shards"
+    threads: W.threads("pseudo_labels", 1)  # 256 small sparse products per image: one thread per shard
     resources:
-        **W.inference_resources(),
+        **W.resources("pseudo_labels", **W.inference_resources()),
     log:
         W.path("logs", "pseudo_labels", "{shard}.log"),
     benchmark:
