@@ -292,6 +292,17 @@ class ComputeConfig(_Section):
     progress_every: int = Field(
         25, ge=1, description="per-image loops (inference, evaluation, report) log a line every this many images"
     )
+    cpu_kernels: Literal["native", "avx2"] = Field(
+        "native",
+        description="CPU kernels of the workflow's jobs: 'native' (the best this CPU has: AVX-512 where present) "
+        "or 'avx2' (PyTorch, oneDNN and MKL limited to AVX2, so that machines with and without AVX-512 run the "
+        "same kernels; see docs/reproducibility.md)",
+    )
+    rule_resources: dict[str, RuleResources] = Field(
+        default_factory=dict,
+        description="per-rule cluster resources by rule name ('default' for every rule), e.g. "
+        "{train_cam: {mem_mb: 32000, runtime: 600, gres: 'gpu:1'}}",
+    )
 
 
 class ReportConfig(_Section):
@@ -304,17 +315,6 @@ class ReportConfig(_Section):
         0.5, ge=0, le=1, description="detections of the downstream instance model (Mask R-CNN) shown from this score"
     )
     cam_overlay: float = Field(0.5, ge=0, le=1, description="opacity of the CAM colour map over the image")
-    cpu_kernels: Literal["native", "avx2"] = Field(
-        "native",
-        description="CPU kernels of the workflow's jobs: 'native' (the best this CPU has: AVX-512 where present) "
-        "or 'avx2' (PyTorch, oneDNN and MKL limited to AVX2, so that machines with and without AVX-512 run the "
-        "same kernels; see docs/reproducibility.md)",
-    )
-    rule_resources: dict[str, RuleResources] = Field(
-        default_factory=dict,
-        description="per-rule cluster resources by rule name ('default' for every rule), e.g. "
-        "{train_cam: {mem_mb: 32000, runtime: 600, gres: 'gpu:1'}}",
-    )
 
 
 # ---------------------------------------------------------------------------------------------------
