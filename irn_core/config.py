@@ -611,12 +611,18 @@ decides whether a job with an unreadable image fails or leaves that image out, a
 failed has no output to redo."""
 
 
-def stage_config(config: RunConfig, stage: str) -> dict[str, Any]:
-    """The JSON-ready subset of ``config`` that ``stage`` depends on."""
+def tracked_config(config: RunConfig) -> dict[str, Any]:
+    """The JSON-ready config without the :data:`UNTRACKED_FIELDS` (what stage hashes are made of)."""
     data = config.model_dump(mode="json")
     for dotted in UNTRACKED_FIELDS:
         *parents, last = dotted.split(".")
         _lookup(data, ".".join(parents)).pop(last, None)
+    return data
+
+
+def stage_config(config: RunConfig, stage: str) -> dict[str, Any]:
+    """The JSON-ready subset of ``config`` that ``stage`` depends on."""
+    data = tracked_config(config)
     return {section: _lookup(data, section) for section in STAGE_SECTIONS[stage]}
 
 

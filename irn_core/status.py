@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irn_core.config import RunConfig, config_hash
+from irn_core.config import RunConfig, config_hash, tracked_config
 from irn_core.errors import StoreError
 from irn_core.steps.common import ShardPlan
 from irn_core.store import ShardReader, shard_file_name
@@ -313,7 +313,7 @@ def snakemake_locked(workdir: Path) -> bool:
 def run_status(config: RunConfig, plan: ShardPlan, *, workdir: Path = Path(".")) -> RunStatus:
     """The state of every job of ``config``'s run (paths relative to ``workdir`` as Snakemake's)."""
     run_dir = workdir / config.run_dir
-    current = config.model_dump(mode="json")
+    current = tracked_config(config)
     locked = snakemake_locked(workdir)
     failures = snakemake_failures(workdir)
     status = RunStatus(str(run_dir))

@@ -353,13 +353,12 @@ def readable_ids(
     then fails on the first unreadable image, naming it); under ``skip`` each image is decoded once."""
     if config.dataset.on_unreadable != "skip":
         return list(image_ids), {}
-    from tqdm import tqdm
-
     from irn_core.errors import DatasetError
+    from irn_core.progress import track
 
     kept: list[str] = []
     skipped: dict[str, str] = {}
-    for image_id in tqdm(image_ids, desc="checking images", unit="image", disable=None):
+    for image_id in track(image_ids, description="checking images", logger=logger, every=config.compute.progress_every):
         try:
             dataset.image(image_id)
             if labels:
