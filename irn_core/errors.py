@@ -21,3 +21,7 @@ class InputError(IrnError, ValueError):
 
 class ConfigError(IrnError, ValueError):
     """A workflow configuration does not validate against the schema."""
+
+
+class TrainingError(IrnError):
+    """Training cannot go on (e.g. a loss became NaN or infinite)."""
