@@ -25,3 +25,7 @@ class ConfigError(IrnError, ValueError):
 
 class PlanError(IrnError):
     """The recorded shard plan of a run is unreadable or inconsistent with the run."""
+
+
+class TrainingError(IrnError):
+    """Training cannot go on (e.g. a loss became NaN or infinite)."""

@@ -39,7 +39,7 @@ from irn_core.engine.distributed import DistributedContext
 from irn_core.engine.optim import ParameterGroup, step_schedule
 from irn_core.engine.runtime import sample_rng
 from irn_core.engine.training import LossStep, TrainingRecord, train_loop
-from irn_core.errors import DatasetError
+from irn_core.errors import DatasetError, TrainingError
 from irn_core.models.maskrcnn import parameter_groups, set_sampling_keys
 from irn_core.store import ShardedStore
 
@@ -282,7 +282,15 @@ def mask_rcnn_loss_step(model: MaskRCNN) -> LossStep:
         finally:
             set_sampling_keys(model, None)
         named = {name.removeprefix("loss_"): value for name, value in losses.items()}
-        return {"total": sum(named.values()), **named}
+        total = sum(named.values())
+        if not torch.isfinite(total.detach()):
+            values = ", ".join(f"{name} {float(value.detach()):.4g}" for name, value in named.items())
+            raise TrainingError(
+                f"Mask R-CNN loss is not finite ({values}) on the images of sample indices "
+                f"{batch['index'].tolist()}: lower maskrcnn.train.learning_rate, or normalise the pyramid "
+                "(maskrcnn.model.fpn_norm: group_norm)"
+            )
+        return {"total": total, **named}
 
     return loss_step
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from irn_core.errors import DatasetError
+from irn_core.errors import DatasetError, TrainingError
 from irn_core.maskrcnn.infer import predict_instances
 from irn_core.maskrcnn.train import (
     GroundTruthInstances,
@@ -170,3 +170,16 @@ def test_a_tiny_training_run_lowers_the_loss_and_follows_the_step_schedule() -> 
     assert (np.diff(found.scores) <= 0).all() and (found.scores >= 0.05).all()
     unchanged = replace(settings, steps=36)
     assert unchanged.bias_lr_multiplier == 2.0 and unchanged.bias_weight_decay is False
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_error() -> None:
+    dataset = TinyDataset(4)
+    samples = MaskRCNNTrainingDataset(dataset, dataset.ids("train"), GroundTruthInstances(dataset), num_classes=3,
+                                      seed=0)
+    model = _tiny_model()
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.fill_(float("nan"))
+    model.train()
+    batch = torch.utils.data.default_collate([samples[0], samples[1]])
+    with pytest.raises(TrainingError, match="not finite.*sample indices \\[0, 1\\]"):
+        mask_rcnn_loss_step(model)(model, batch)
