@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from irn_core.engine.distributed import DistributedContext
+from irn_core.engine.distributed import DistributedContext, all_reduce_sum
 from irn_core.engine.optim import GroupSpec, Schedule, ScheduledSGD, poly_schedule
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,17 @@ def _duration(seconds: float) -> str:
     return f"{hours:d}:{minutes:02d}:{seconds:02d}"
 
 
+def _global_loss_values(losses: dict[str, torch.Tensor], context: DistributedContext) -> dict[str, float]:
+    """The losses of the global batch: under DDP every process returns either its local mean (whose
+    average over processes is the global mean) or, for losses normalised by global counts, its local
+    share scaled by the world size (see :data:`LossStep`); either way the global value is the sum over
+    processes divided by the world size."""
+    names = list(losses)
+    stacked = torch.stack([losses[name].detach().float().reshape(()) for name in names])
+    summed = all_reduce_sum(stacked, context) / context.world_size
+    return {name: float(value) for name, value in zip(names, summed.cpu(), strict=True)}
+
+
 def train_loop(
     model: nn.Module,
     training_set: EpochDataset,
@@ -185,8 +196,7 @@ def train_loop(
             losses["total"].backward()
             optimizer.step()
             record.steps += 1
-            # under DDP each process's loss is scaled by the world size (see LossStep)
-            values = {key: float(value.detach()) / context.world_size for key, value in losses.items()}
+            values = _global_loss_values(losses, context)
             record.losses.append(values["total"])
             record.learning_rates.append(float(optimizer.param_groups[0]["lr"]))
             for key, value in values.items():

@@ -29,7 +29,7 @@ def tiny_maskrcnn() -> torch.nn.Module:
     )
 
 
-def train_tiny_maskrcnn(dataset: TinyDataset, ids: list[str], context: distributed.DistributedContext) -> torch.nn.Module:
+def train_tiny_maskrcnn(dataset: TinyDataset, ids: list[str], context: distributed.DistributedContext):  # noqa: ANN201
     from irn_core.maskrcnn.train import (
         GroundTruthInstances,
         MaskRCNNTrainingDataset,
@@ -41,8 +41,8 @@ def train_tiny_maskrcnn(dataset: TinyDataset, ids: list[str], context: distribut
     samples = MaskRCNNTrainingDataset(dataset, ids, GroundTruthInstances(dataset), num_classes=3, seed=4)
     settings = MaskRCNNTrainSettings(batch_size=4, learning_rate=0.02, lr_steps=(), steps=3, warmup_steps=0,
                                      num_workers=0, seed=4)
-    train_mask_rcnn(model, samples, settings, device=torch.device("cpu"), context=context)
-    return model
+    record = train_mask_rcnn(model, samples, settings, device=torch.device("cpu"), context=context)
+    return model, record
 
 
 def main(kind: str, output: str) -> None:
@@ -56,7 +56,7 @@ def main(kind: str, output: str) -> None:
             crop_size=32, resize_long=(32, 48), learning_rate=0.05, head_lr_multiplier=10.0, weight_decay=1e-4,
             momentum=0.9, poly_power=0.9, num_workers=0, seed=3,
         )
-        model, _ = train_cam(dataset, ids, settings, device=torch.device("cpu"), context=context)
+        model, record = train_cam(dataset, ids, settings, device=torch.device("cpu"), context=context)
     elif kind == "deeplab":
         from irn_core.deeplab.train import DeepLabTrainSettings, train_deeplab
 
@@ -64,10 +64,10 @@ def main(kind: str, output: str) -> None:
             backbone="resnet18", weights="none", batch_size=4, steps=2, crop_size=32, scales=(0.75, 1.25),
             input_scales=(0.75,), learning_rate=1e-3, seed=7,
         )
-        model, _ = train_deeplab(dataset, ids, dataset.semantic_mask, settings, device=torch.device("cpu"),
-                                 context=context)
+        model, record = train_deeplab(dataset, ids, dataset.semantic_mask, settings, device=torch.device("cpu"),
+                                      context=context)
     elif kind == "maskrcnn":
-        model = train_tiny_maskrcnn(dataset, ids, context)
+        model, record = train_tiny_maskrcnn(dataset, ids, context)
     else:
         from irn_core.irnet.train import IRNetTrainSettings, train_irnet
         from irn_core.models.backbones import build_backbone
@@ -79,9 +79,12 @@ def main(kind: str, output: str) -> None:
             batch_size=4, epochs=1, crop_size=48, scale_range=(0.8, 1.2), radius=5, learning_rate=0.1,
             head_lr_multiplier=10.0, weight_decay=1e-4, momentum=0.9, poly_power=0.9, num_workers=0, seed=5,
         )
-        train_irnet(model, dataset, ids, dataset.ir_label, settings, device=torch.device("cpu"), context=context)
+        record = train_irnet(model, dataset, ids, dataset.ir_label, settings, device=torch.device("cpu"), context=context)
     if context.is_main:
-        torch.save({name: tensor.detach().clone() for name, tensor in model.state_dict().items()}, output)
+        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        # the logged losses of the global batch, compared between 1 and 2 processes like the weights
+        state["recorded_losses"] = torch.tensor(record.losses, dtype=torch.float64)
+        torch.save(state, output)
     distributed.barrier(context)
     distributed.teardown(context)
 

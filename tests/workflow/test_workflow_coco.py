@@ -21,9 +21,16 @@ from .test_workflow import TINY_CONFIG, snakemake
 
 SYNTHETIC = {**TINY_CONFIG["dataset"]["synthetic"], "num_train": 6, "num_val": 3}
 
-# Downstream models whose evaluation the run must produce. DeepLab v2 (another branch): add its
-# evaluation file here when its rules are merged, e.g. "evaluation/deeplab.json".
-DOWNSTREAM_TARGETS = ["evaluation/maskrcnn.json"]
+# Downstream models whose evaluation the run must produce.
+DOWNSTREAM_TARGETS = ["evaluation/maskrcnn.json", "evaluation/deeplab_pseudo.json",
+                      "evaluation/deeplab_ground_truth.json"]
+
+DEEPLAB = {
+    "enabled": True,
+    "backbone": {"name": "resnet18", "weights": "none", "output_stride": 16},
+    "train": {"steps": 3, "batch_size": 2, "crop_size": 64, "scales": [1.0], "input_scales": []},
+    "infer": {"scales": [0.5, 1.0], "flip": True, "crf": {"enabled": False}},
+}
 
 MASKRCNN = {
     "backbone": "resnet18_fpn",
@@ -72,6 +79,7 @@ def coco_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "val_split": "val",
         },
         "maskrcnn": MASKRCNN,
+        "deeplab": DEEPLAB,
     }
     path = workdir / "coco.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -84,7 +92,7 @@ def coco_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_coco_format_dataset_runs_to_the_downstream_mask_rcnn(coco_run: Path) -> None:
+def test_coco_format_dataset_runs_to_the_downstream_models(coco_run: Path) -> None:
     run = coco_run / "results" / "coco"
     plan = json.loads((run / "shards.json").read_text())
     assert len(plan["train_ids"]) == 6 and len(plan["val_ids"]) == 3 and plan["downstream_ids"] == plan["train_ids"]
@@ -104,6 +112,11 @@ def test_coco_format_dataset_runs_to_the_downstream_mask_rcnn(coco_run: Path) ->
     instances = json.loads((run / "evaluation" / "instances.json").read_text())
     assert "COCO AP" in instances  # pseudo labels of a COCO dataset: COCO AP against its own annotation file
     assert (run / "models" / "maskrcnn.pt").exists()
+    for source in ("pseudo", "ground_truth"):
+        deeplab = json.loads((run / "evaluation" / f"deeplab_{source}.json").read_text())
+        assert 0 <= deeplab["mIoU"] <= 1 and deeplab["images"] == 3
+    summary = (run / "evaluation" / "summary.md").read_text()
+    assert "DeepLab v2: pseudo labels / ground truth" in summary and "Mask R-CNN trained on the pseudo labels" in summary
 
 
 @pytest.mark.slow
