@@ -19,13 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from irn_core.data.registry import SegmentationDataset
 from irn_core.data.transforms import hwc_to_chw, normalize, random_crop, random_lr_flip, random_resize_long
 from irn_core.engine.distributed import DistributedContext
-from irn_core.engine.runtime import sample_rng
-from irn_core.engine.training import TrainingRecord, train_loop
+from irn_core.engine.training import KeyedSamples, TrainingRecord, train_loop
 from irn_core.models.backbones import build_backbone
 from irn_core.models.cam import CAMNet
 
@@ -39,7 +37,7 @@ def multi_hot(class_ids: Sequence[int] | np.ndarray, num_classes: int) -> np.nda
     return vector
 
 
-class CAMTrainingDataset(Dataset):
+class CAMTrainingDataset(KeyedSamples):
     """Augmented (image, multi-hot label) samples: image float32 (3, crop, crop), label (num_classes,)."""
 
     def __init__(
@@ -51,23 +49,14 @@ class CAMTrainingDataset(Dataset):
         resize_long: tuple[int, int],
         seed: int,
     ) -> None:
-        self.dataset = dataset
-        self.image_ids = list(image_ids)
+        super().__init__(dataset, image_ids, seed=seed)
         self.crop_size = crop_size
         self.resize_long = resize_long
-        self.seed = seed
-        self.epoch = 0
         self.num_classes = len(dataset.class_names)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.image_ids[index]
-        rng = sample_rng(self.seed, self.epoch, index)
+        rng = self.rng(index)
         image = self.dataset.image(image_id)
         image = random_resize_long(image, self.resize_long[0], self.resize_long[1], rng)
         image = normalize(image)

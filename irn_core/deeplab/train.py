@@ -43,14 +43,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from irn_core.data.registry import SegmentationDataset
 from irn_core.data.transforms import hwc_to_chw, normalize
 from irn_core.engine.distributed import DistributedContext, all_reduce_sum
 from irn_core.engine.optim import ParameterGroup, Schedule
-from irn_core.engine.runtime import sample_rng
-from irn_core.engine.training import TrainingRecord, train_loop
+from irn_core.engine.training import KeyedSamples, TrainingRecord, train_loop
 from irn_core.errors import InputError
 from irn_core.models.backbones import build_backbone
 from irn_core.models.deeplab import DeepLabV2
@@ -135,7 +133,7 @@ def pad_and_crop(
     return image[window], label[window]
 
 
-class DeepLabTrainingDataset(Dataset):
+class DeepLabTrainingDataset(KeyedSamples):
     """Augmented samples: ``image`` float32 (3, crop, crop), ``label`` uint8 (crop, crop), ``index``.
 
     ``labels`` gives each image's label map (pseudo labels or ground truth); a map of the wrong size or
@@ -155,26 +153,17 @@ class DeepLabTrainingDataset(Dataset):
         seed: int,
         label_description: str | Callable[[str], str] = "label map",
     ) -> None:
-        self.dataset = dataset
-        self.image_ids = list(image_ids)
+        super().__init__(dataset, image_ids, seed=seed)
         self.labels = labels
         self.crop_size = crop_size
         self.scales = tuple(float(scale) for scale in scales)
         self.flip = flip
-        self.seed = seed
-        self.epoch = 0
         self.num_classes = len(dataset.class_names) + 1
         self.label_description = label_description
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.image_ids[index]
-        rng = sample_rng(self.seed, self.epoch, index)
+        rng = self.rng(index)
         image = self.dataset.image(image_id)
         label = np.asarray(self.labels(image_id))
         description = self.label_description

@@ -14,8 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from irn_core.data.registry import SegmentationDataset
 from irn_core.engine.distributed import DistributedContext, all_reduce_sum
 from irn_core.engine.optim import GroupSpec, Schedule, ScheduledSGD, poly_schedule
+from irn_core.engine.runtime import sample_rng
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,28 @@ class EpochDataset(Protocol):
     def __len__(self) -> int: ...
 
     def set_epoch(self, epoch: int) -> None: ...
+
+
+class KeyedSamples(Dataset):
+    """Training samples of ``image_ids`` whose augmentation depends only on (seed, epoch, index)
+    (:meth:`rng`), so that results do not depend on worker or process counts. Subclasses read
+    ``self.image_ids[index]`` and draw from ``self.rng(index)`` in ``__getitem__``."""
+
+    def __init__(self, dataset: SegmentationDataset, image_ids: Sequence[str], *, seed: int) -> None:
+        self.dataset = dataset
+        self.image_ids = list(image_ids)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` in the current epoch."""
+        return sample_rng(self.seed, self.epoch, index)
 
 
 @dataclass

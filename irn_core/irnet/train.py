@@ -38,8 +38,7 @@ from irn_core.data.transforms import (
     top_left_crop,
 )
 from irn_core.engine.distributed import DistributedContext, all_reduce_sum
-from irn_core.engine.runtime import sample_rng
-from irn_core.engine.training import TrainingRecord, train_loop
+from irn_core.engine.training import KeyedSamples, TrainingRecord, train_loop
 from irn_core.models.irnet import IRNet
 from irn_core.relations.losses import affinity_displacement_loss
 from irn_core.relations.path_index import path_index
@@ -50,7 +49,7 @@ LabelSource = Callable[[str], np.ndarray]
 """image id -> uint8 (H, W) confident-region label map (0 background, k+1, 255 ignore)."""
 
 
-class IRNetTrainingDataset(Dataset):
+class IRNetTrainingDataset(KeyedSamples):
     """Samples: image float32 (3, crop, crop), label uint8 (crop/4, crop/4)."""
 
     def __init__(
@@ -63,23 +62,14 @@ class IRNetTrainingDataset(Dataset):
         scale_range: tuple[float, float],
         seed: int,
     ) -> None:
-        self.dataset = dataset
-        self.image_ids = list(image_ids)
+        super().__init__(dataset, image_ids, seed=seed)
         self.labels = labels
         self.crop_size = crop_size
         self.scale_range = scale_range
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.image_ids[index]
-        rng = sample_rng(self.seed, self.epoch, index)
+        rng = self.rng(index)
         image = self.dataset.image(image_id)
         label = self.labels(image_id)
         if label.shape != image.shape[:2]:

@@ -31,14 +31,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision.models.detection import MaskRCNN
 
 from irn_core.data.registry import SegmentationDataset
 from irn_core.engine.distributed import DistributedContext
 from irn_core.engine.optim import ParameterGroup, step_schedule
-from irn_core.engine.runtime import sample_rng
-from irn_core.engine.training import LossStep, TrainingRecord, train_loop
+from irn_core.engine.training import KeyedSamples, LossStep, TrainingRecord, train_loop
 from irn_core.errors import DatasetError, TrainingError
 from irn_core.models.maskrcnn import parameter_groups, set_sampling_keys
 from irn_core.store import ShardedStore
@@ -166,7 +164,7 @@ def checked_instances(
     return masks[non_empty], class_ids[non_empty].astype(np.int64)
 
 
-class MaskRCNNTrainingDataset(Dataset):
+class MaskRCNNTrainingDataset(KeyedSamples):
     """Samples of fixed shapes for the default collation.
 
     ``image`` uint8 (3, Hc, Wc) and ``masks`` bool (M, Hc, Wc), the image and its masks top-left in the
@@ -186,15 +184,12 @@ class MaskRCNNTrainingDataset(Dataset):
         seed: int,
         flip: bool = True,
     ) -> None:
-        self.dataset = dataset
-        self.image_ids = list(image_ids)
+        super().__init__(dataset, image_ids, seed=seed)
         if not self.image_ids:
             raise DatasetError("Mask R-CNN training: no training images")
         self.instances = instances
         self.num_classes = num_classes
-        self.seed = seed
         self.flip = flip
-        self.epoch = 0
         sizes = [dataset.image_size(image_id) for image_id in self.image_ids]
         self.canvas = (max(size[0] for size in sizes), max(size[1] for size in sizes))
         counts = [instances.count(image_id) for image_id in self.image_ids]
@@ -205,15 +200,9 @@ class MaskRCNNTrainingDataset(Dataset):
             len(self.image_ids), sum(counts), self.empty_images, self.canvas,
         )
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.image_ids[index]
-        rng = sample_rng(self.seed, self.epoch, index)
+        rng = self.rng(index)
         key = int(rng.integers(SAMPLE_KEY_RANGE))
         image = self.dataset.image(image_id)
         height, width = image.shape[:2]

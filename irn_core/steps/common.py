@@ -34,7 +34,7 @@ from irn_core.data import synthetic
 from irn_core.data.classes import load_class_names
 from irn_core.data.registry import SegmentationDataset, open_dataset
 from irn_core.data.sharding import make_shards
-from irn_core.errors import PlanError
+from irn_core.errors import ConfigError, PlanError
 from irn_core.store import shard_file_name
 
 if TYPE_CHECKING:  # torch loads in the jobs only: the Snakefile imports this module at DAG-build time
@@ -261,6 +261,13 @@ def shard_plan(config: RunConfig) -> ShardPlan:
     ``shard_size``, else the fresh plan of the split lists."""
     recorded = read_recorded_plan(config)
     return recorded if recorded is not None else fresh_plan(config)
+
+
+def downstream_ids(config: RunConfig, model: str) -> list[str]:
+    """The ids a downstream ``model`` trains on: those of ``dataset.downstream_split``, in plan order."""
+    if config.dataset.downstream_split is None:
+        raise ConfigError(f"{model} trains on dataset.downstream_split, which is not set")
+    return shard_plan(config).all_ids("downstream")
 
 
 def open_run_dataset(config: RunConfig) -> SegmentationDataset:

@@ -27,10 +27,10 @@ from irn_core.errors import ConfigError, StoreError
 from irn_core.models.deeplab import DeepLabV2
 from irn_core.progress import track
 from irn_core.steps.common import (
+    downstream_ids,
     open_run_dataset,
     prepare_runtime,
     shard_plan,
-    split_ids,
     stage_metadata,
     training_process,
 )
@@ -76,13 +76,6 @@ def deeplab_train_settings(config: RunConfig) -> DeepLabTrainSettings:
     )
 
 
-def _downstream_ids(config: RunConfig) -> list[str]:
-    split = config.dataset.downstream_split
-    if split is None:
-        raise ConfigError("DeepLab trains on dataset.downstream_split, which is not set")
-    return split_ids(config, split)
-
-
 def run_train_deeplab(
     config: RunConfig,
     labels: str,
@@ -99,7 +92,7 @@ def run_train_deeplab(
         raise ConfigError("DeepLab on pseudo labels needs the semantic pseudo-label shard files (--semantic)")
     with training_process(config) as (context, device):
         dataset = open_run_dataset(config)
-        image_ids = _downstream_ids(config)
+        image_ids = downstream_ids(config, "DeepLab")
         settings = deeplab_train_settings(config)
         if max_steps is not None:
             settings = replace(settings, max_steps=max_steps)

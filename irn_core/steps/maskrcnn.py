@@ -25,7 +25,14 @@ from irn_core.maskrcnn.train import (
 )
 from irn_core.models.maskrcnn import build_mask_rcnn
 from irn_core.progress import track
-from irn_core.steps.common import open_run_dataset, prepare_runtime, shard_plan, stage_metadata, training_process
+from irn_core.steps.common import (
+    downstream_ids,
+    open_run_dataset,
+    prepare_runtime,
+    shard_plan,
+    stage_metadata,
+    training_process,
+)
 from irn_core.store import ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -95,13 +102,6 @@ def build_maskrcnn_from_config(config: RunConfig, num_classes: int, *, pretraine
     )
 
 
-def training_ids(config: RunConfig) -> list[str]:
-    """The ids Mask R-CNN trains on: those of ``dataset.downstream_split``, in plan order."""
-    if config.dataset.downstream_split is None:
-        raise ConfigError("Mask R-CNN trains on dataset.downstream_split, which is not set")
-    return shard_plan(config).all_ids("downstream")
-
-
 def instance_source(config: RunConfig, instance_paths: Sequence[Path]) -> InstanceSource:
     """The pseudo labels in ``instance_paths``, or the ground truth (``maskrcnn.train.labels``)."""
     train = config.maskrcnn.train
@@ -118,7 +118,7 @@ def run_train_maskrcnn(
     """Train Mask R-CNN on the downstream ids and save ``output`` (rank 0 only under torchrun)."""
     with training_process(config) as (context, device):
         dataset = open_run_dataset(config)
-        image_ids = training_ids(config)
+        image_ids = downstream_ids(config, "Mask R-CNN")
         settings = maskrcnn_train_settings(config)
         if max_steps is not None:
             settings = replace(settings, max_steps=max_steps)
