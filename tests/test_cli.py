@@ -25,8 +25,10 @@ def test_plan_covers_train_and_infer_ids(tmp_path: Path) -> None:
     assert main(["plan", "--config", str(CONFIG), "--out", str(out)]) == 0
     plan = json.loads(out.read_text())
     ids = [image_id for shard in plan["shards"] for image_id in shard]
-    assert ids == sorted(ids) and set(ids) == set(plan["train_ids"]) | set(plan["infer_ids"])
-    assert all(len(shard) <= 80 for shard in plan["shards"]) and len(plan["shards"]) == 2
+    roles = ("train_ids", "infer_ids", "downstream_ids", "val_ids")
+    assert ids == sorted(ids) and set(ids) == set().union(*(plan[role] for role in roles))
+    assert len(plan["val_ids"]) == 40 and not set(plan["val_ids"]) & set(plan["train_ids"])
+    assert all(len(shard) <= 80 for shard in plan["shards"]) and len(plan["shards"]) == 3
 
 
 def test_invalid_config_exits_2_with_a_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -77,7 +77,7 @@ def planned(workdir: Path, config: Path) -> set[str]:
     return jobs
 
 
-EVALUATION = {"evaluate_cam", "evaluate_semantic", "evaluate_instances", "summary", "all"}
+EVALUATION = {"evaluate_cam", "evaluate_semantic", "evaluate_instances", "summary", "report", "all"}
 
 
 def shard_jobs(shard: int) -> set[str]:
@@ -171,11 +171,11 @@ def test_added_images_go_to_new_shards_and_a_removed_one_reruns_its_shard(run: t
 def test_a_changed_config_value_reruns_exactly_the_rules_it_affects(run: tuple[Path, Path]) -> None:
     workdir, config = run
     cases = {
-        ("cam", "eval_threshold", 0.2): {"evaluate_cam", "summary", "all"},
+        ("cam", "eval_threshold", 0.2): {"evaluate_cam", "summary", "report", "all"},
         ("ir_labels", "fg_threshold", 0.4): {f"ir_labels/{shard}" for shard in range(3)} | {"train_irnet"}
-        | {"irnet_infer/3", "pseudo_labels/3", "evaluate_semantic", "evaluate_instances", "summary", "all"},
+        | {"irnet_infer/3", "pseudo_labels/3", "evaluate_semantic", "evaluate_instances", "summary", "report", "all"},
         ("random_walk", "beta", 8.0): {"pseudo_labels/3", "evaluate_semantic", "evaluate_instances", "summary",
-                                        "all"},
+                                        "report", "all"},
         ("dataset", "on_unreadable", "skip"): set(),
     }
     for (section, key, value), expected in cases.items():
