@@ -209,3 +209,21 @@ def test_pseudo_label_step_recovers_ground_truth_from_oracle_inputs(run_config: 
     print("VALUES", semantic_metrics, instance_metrics)
     assert semantic_metrics["mIoU"] > 0.85, semantic_metrics
     assert instance_metrics["mAP@0.5"] > 0.8, instance_metrics
+
+
+def test_summary_warns_when_the_walk_lowers_miou(
+    run_config: RunConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = {}
+    for stage, miou in (("cam", 0.204), ("semantic", 0.187)):
+        files[stage] = tmp_path / f"{stage}.json"
+        files[stage].write_text(f'{{"mIoU": {miou}}}')
+    output = tmp_path / "summary.md"
+    with caplog.at_level("WARNING"):
+        evaluate.run_summary(run_config, files, output)
+    text = output.read_text()
+    assert "**Warnings**" in text and "lowered mIoU from 20.4 (CAM) to 18.7" in text
+    assert "lowered mIoU from 20.4" in caplog.text
+    files["semantic"].write_text('{"mIoU": 0.25}')
+    evaluate.run_summary(run_config, files, output)
+    assert "Warnings" not in output.read_text()

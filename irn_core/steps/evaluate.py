@@ -259,6 +259,32 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def summary_warnings(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warnings about the run as a whole: stages that made their input worse.
+
+    ``metrics``: stage → the metrics its evaluation wrote (fractions, as in ``evaluation/*.json``).
+    """
+    found = []
+    cam, semantic = metrics.get("cam", {}).get("mIoU"), metrics.get("semantic", {}).get("mIoU")
+    if cam is not None and semantic is not None and float(semantic) < float(cam):
+        found.append(
+            f"the random walk lowered mIoU from {100 * float(cam):.1f} (CAM) to {100 * float(semantic):.1f} "
+            "(semantic pseudo labels); likely causes: CAMs that already cover more than the objects (the walk "
+            "spreads them further; see the CAM coverage in cam/*.diagnostics.json), confident-region labels "
+            "that disagree with the objects (accuracy in ir_labels/*.diagnostics.json), a boundary map that "
+            "does not stop the walk (irnet/*.diagnostics.json); benchmarks/real_photos/walk_analysis.py "
+            "separates the causes"
+        )
+    pseudo, full = metrics.get("deeplab_pseudo", {}).get("mIoU"), metrics.get("deeplab_ground_truth", {}).get("mIoU")
+    if pseudo is not None and full is not None and float(full) > 0 and float(pseudo) / float(full) < 0.5:
+        found.append(
+            f"DeepLab v2 on the pseudo labels reaches only {100 * float(pseudo) / float(full):.1f}% of the same "
+            "network on ground truth; likely causes: weak semantic pseudo labels (see their mIoU), too short a "
+            "schedule for the downstream split"
+        )
+    return found
+
+
 def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) -> None:
     """One Markdown table of the headline numbers (percent) in the paper's order — CAM, semantic and
     instance pseudo labels, DeepLab v2 on pseudo labels and on ground truth with their ratio, Mask
@@ -290,6 +316,11 @@ def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) 
     if extra:
         text += "\nOther figures (percent; `images`: how many were evaluated):\n\n"
         text += pd.DataFrame(extra).to_markdown(index=False) + "\n"
+    warnings = summary_warnings(metrics)
+    for warning in warnings:
+        logger.warning("summary: %s", warning)
+    if warnings:
+        text += "\n**Warnings**\n\n" + "".join(f"- {warning}\n" for warning in warnings)
     if skipped:
         text += (
             f"\n**{len(skipped)} image(s) left out** (dataset.on_unreadable: skip; reasons in the stage tables): "
