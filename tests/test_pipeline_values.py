@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from irn_core.config import RunConfig, load_config
 from irn_core.data.synthetic import SyntheticConfig, generate

@@ -127,7 +127,7 @@ def main() -> None:
         for threshold in (0.15, 0.35, 0.45):
             add(f"walk bg={threshold:g}", labels_from_scores(walked, class_ids, image_size, threshold), truth)
     print(f"{len(infer_ids)} images; recomputed walk labels equal the stored pseudo labels on {stored_equal}")
-    print(f"| variant | mIoU | background IoU | fg precision | fg recall |\n|---|---|---|---|---|")
+    print("| variant | mIoU | background IoU | fg precision | fg recall |\n|---|---|---|---|---|")
     for name, confusion in variants.items():
         row = summarise(confusion)
         print(f"| {name} | {row['miou']:.1f} | {row['background_iou']:.1f} | {row['fg_precision']:.1f} "
