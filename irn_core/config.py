@@ -255,6 +255,12 @@ class RandomWalkConfig(_Section):
     radius: float = Field(5, gt=1, description="neighbourhood radius (stride-4 pixels)")
     semantic_bg_threshold: float = Field(0.25, ge=0, le=1)
     instance_bg_threshold: float = Field(0.25, ge=0, le=1)
+    background: Literal["constant", "walked"] = Field(
+        "constant",
+        description="'constant' (reference): the background score (the thresholds above) is compared with the "
+        "walked class scores after dividing them by their maximum; 'walked': a seed map of that score is walked "
+        "with the classes, so that a boundary map that leaks does not flood the image with the classes",
+    )
 
 
 class InstanceConfig(_Section):

@@ -19,6 +19,17 @@ Deliberate deviations (the reference would produce garbage or crash):
   ``np.stack([])`` raises).
 
 Channels whose seeds are all zero are not walked (their walk is exactly zero).
+
+``background="walked"`` (a named deviation, ``random_walk.background``): instead of a constant
+background score compared with the walked class scores after the global-max normalisation, the
+background score is a seed map of the same constant, suppressed by ``(1 − boundary)`` and walked
+with the class seeds; both are divided by the same maximum, so the argmax compares the walked
+background with the walked classes on one scale. With the reference's rule the threshold follows
+the maximum of the *walked* class scores, which falls as the walk spreads them: where the boundary
+map does not enclose an object, the spread itself lowers the threshold and the class floods the
+image. A walked background spreads in the same way, so a leak no longer favours the classes.
+Because the walk is linear, the background seed is walked once as a map of ones and scaled by each
+threshold.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,7 +48,12 @@ from irn_core.instances import InstanceLabels, cluster_centroids, detect_instanc
 from irn_core.random_walk import propagate
 from irn_core.relations import _inputs
 
-__all__ = ["InstanceLabels", "semantic_label", "instance_labels", "semantic_and_instance_labels"]
+__all__ = ["Background", "InstanceLabels", "semantic_label", "instance_labels", "semantic_and_instance_labels"]
+
+#: How the background score meets the walked class scores: ``"constant"`` after the walk (reference),
+#: or ``"walked"`` as one more seed map walked with the classes.
+Background = Literal["constant", "walked"]
+BACKGROUNDS: tuple[str, ...] = ("constant", "walked")
 
 logger = logging.getLogger(__name__)
 
@@ -102,24 +119,63 @@ def _walk_nonzero(
     return result
 
 
-def _normalised_scores(walked: torch.Tensor, image_size: tuple[int, int], stride: int) -> torch.Tensor | None:
-    """Bilinear ×stride, crop to the image, divide by the global max: ``(C, H, W)``; None if the max is not > 0."""
+def _check_background(background: str, context: str) -> None:
+    if background not in BACKGROUNDS:
+        raise InputError(f"{context}: background must be one of {BACKGROUNDS}, got {background!r}")
+
+
+def _walk_with_background(
+    seeds: torch.Tensor, boundary: torch.Tensor, beta: float, exp_times: int, radius: float, background: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Walk ``seeds (C, h, w)``; with ``background="walked"`` also a map of ones: ``(walked, walked ones (h, w))``."""
+    if background == "constant":
+        return _walk_nonzero(seeds, boundary, beta, exp_times, radius), None
+    ones = torch.ones((1, *seeds.shape[1:]), dtype=seeds.dtype, device=seeds.device)
+    walked = _walk_nonzero(torch.cat([ones, seeds], dim=0), boundary, beta, exp_times, radius)
+    return walked[1:], walked[0]
+
+
+def _upsample(maps: torch.Tensor, image_size: tuple[int, int], stride: int) -> torch.Tensor:
+    """``(C, h, w)`` -> bilinear ×stride (``align_corners=False``) cropped to ``image_size``: ``(C, H, W)``."""
     image_height, image_width = image_size
-    upsampled = F.interpolate(walked.unsqueeze(0), scale_factor=stride, mode="bilinear", align_corners=False)[0]
-    upsampled = upsampled[:, :image_height, :image_width]
+    upsampled = F.interpolate(maps.unsqueeze(0), scale_factor=stride, mode="bilinear", align_corners=False)[0]
+    return upsampled[:, :image_height, :image_width]
+
+
+def _normalised_scores(
+    walked: torch.Tensor,
+    image_size: tuple[int, int],
+    stride: int,
+    bg_threshold: float,
+    walked_ones: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, float | torch.Tensor] | None:
+    """Upsampled class scores divided by their global max ``(C, H, W)`` and the background score.
+
+    The background is ``bg_threshold`` (reference) or, given the walked map of ones ``(h, w)``,
+    ``bg_threshold ·`` its upsampled walk divided by the same maximum ``(H, W)``. None if the
+    maximum is not > 0.
+    """
+    upsampled = _upsample(walked, image_size, stride)
     maximum = upsampled.max()
     if not bool(maximum > 0):
         return None
-    return upsampled / maximum
+    if walked_ones is None:
+        return upsampled / maximum, bg_threshold
+    background = _upsample(walked_ones.unsqueeze(0), image_size, stride)[0]
+    return upsampled / maximum, background * (bg_threshold / maximum)
 
 
-def _assignment(normalised: torch.Tensor, bg_threshold: float) -> torch.Tensor:
-    """Argmax over [background constant, channels]: ``(H, W)`` int64, 0 background, j+1 channel j.
+def _assignment(normalised: torch.Tensor, background: float | torch.Tensor) -> torch.Tensor:
+    """Argmax over [background, channels]: ``(H, W)`` int64, 0 background, j+1 channel j.
 
-    Ties go to the earlier channel (the background first), as ``torch.argmax``; computed with one
-    pass per channel, which is much faster than an argmax over the channel axis.
+    ``background`` is a constant score or an ``(H, W)`` map. Ties go to the earlier channel (the
+    background first), as ``torch.argmax``; computed with one pass per channel, which is much faster
+    than an argmax over the channel axis.
     """
-    best = torch.full(normalised.shape[1:], bg_threshold, dtype=normalised.dtype, device=normalised.device)
+    if isinstance(background, torch.Tensor):
+        best = background.to(dtype=normalised.dtype, device=normalised.device).clone()
+    else:
+        best = torch.full(normalised.shape[1:], background, dtype=normalised.dtype, device=normalised.device)
     assignment = torch.zeros(normalised.shape[1:], dtype=torch.int64, device=normalised.device)
     for channel in range(normalised.shape[0]):
         better = normalised[channel] > best
@@ -129,12 +185,17 @@ def _assignment(normalised: torch.Tensor, bg_threshold: float) -> torch.Tensor:
 
 
 def _semantic_from_walk(
-    walked: torch.Tensor, class_ids: np.ndarray, image_size: tuple[int, int], stride: int, bg_threshold: float
+    walked: torch.Tensor,
+    class_ids: np.ndarray,
+    image_size: tuple[int, int],
+    stride: int,
+    bg_threshold: float,
+    walked_ones: torch.Tensor | None = None,
 ) -> np.ndarray:
-    normalised = _normalised_scores(walked, image_size, stride)
-    if normalised is None:
+    scored = _normalised_scores(walked, image_size, stride, bg_threshold, walked_ones)
+    if scored is None:
         return np.zeros(image_size, dtype=np.uint8)
-    assignment = _assignment(normalised, bg_threshold).cpu().numpy()
+    assignment = _assignment(*scored).cpu().numpy()
     keys = np.concatenate([[0], class_ids + 1]).astype(np.uint8)
     return keys[assignment]
 
@@ -146,14 +207,16 @@ def _instances_from_walk(
     stride: int,
     bg_threshold: float,
     min_fragment: float,
+    walked_ones: torch.Tensor | None = None,
 ) -> InstanceLabels:
-    normalised = _normalised_scores(walked, image_size, stride)
-    if normalised is None:
+    scored = _normalised_scores(walked, image_size, stride, bg_threshold, walked_ones)
+    if scored is None:
         empty = np.zeros((0,), dtype=np.int64)
         return InstanceLabels(
             masks=np.zeros((0, *image_size), dtype=bool), class_ids=empty, scores=empty.astype(np.float32)
         )
-    assignment = _assignment(normalised, bg_threshold)
+    normalised, background = scored
+    assignment = _assignment(normalised, background)
     return detect_instances(
         normalised.cpu().numpy(), assignment.cpu().numpy(), channel_class_ids, min_fragment=min_fragment
     )
@@ -181,6 +244,7 @@ def semantic_label(
     bg_threshold: float = 0.25,
     radius: float = 5,
     stride: int = 4,
+    background: Background = "constant",
     image_id: str | None = None,
 ) -> np.ndarray:
     """Semantic pseudo label of one image.
@@ -193,15 +257,18 @@ def semantic_label(
         beta, exp_times, radius: random-walk parameters (reference 10, 8, 5).
         bg_threshold: constant background score after normalisation (reference 0.25).
         stride: the maps' stride (the reference upsamples ×4).
+        background: ``"constant"`` (reference) or ``"walked"``: the background score is a seed map of
+            ``bg_threshold`` walked with the classes (see the module docstring).
         image_id: named in error messages.
 
     Returns:
         ``(H, W)`` uint8: 0 background, k+1 for class k.
     """
     context = _inputs.where("pseudo_labels.semantic_label", image_id)
+    _check_background(background, context)
     checked = _check_common(cam_s4, class_ids, boundary, image_size, stride, context)
-    walked = _walk_nonzero(checked.cams, checked.boundary, beta, exp_times, radius)
-    return _semantic_from_walk(walked, checked.class_ids, checked.image_size, stride, bg_threshold)
+    walked, walked_ones = _walk_with_background(checked.cams, checked.boundary, beta, exp_times, radius, background)
+    return _semantic_from_walk(walked, checked.class_ids, checked.image_size, stride, bg_threshold, walked_ones)
 
 
 def instance_labels(
@@ -219,13 +286,14 @@ def instance_labels(
     min_fragment: float = 0.01,
     radius: float = 5,
     stride: int = 4,
+    background: Background = "constant",
     image_id: str | None = None,
 ) -> InstanceLabels:
     """Instance pseudo labels of one image.
 
     Args:
         cam_s4, class_ids, boundary, image_size, beta, exp_times, bg_threshold, radius, stride,
-            image_id: as :func:`semantic_label`.
+            background, image_id: as :func:`semantic_label`.
         displacement: ``(2, h, w)`` displacement field in stride-4 pixels, channel 0 = y.
         centroid_iterations: centroid refinement steps (reference 300).
         cluster_threshold: candidate centroids have ``‖D‖ < cluster_threshold`` (reference 2.5).
@@ -236,11 +304,14 @@ def instance_labels(
         ``scores``), class-major channel order then fragments, as the reference.
     """
     context = _inputs.where("pseudo_labels.instance_labels", image_id)
+    _check_background(background, context)
     checked = _check_common(cam_s4, class_ids, boundary, image_size, stride, context)
     field = _check_displacement(displacement, *checked.cams.shape[1:], context)
     seeds, channel_class_ids = _instance_seeds(checked, field, centroid_iterations, cluster_threshold)
-    walked = _walk_nonzero(seeds, checked.boundary, beta, exp_times, radius)
-    return _instances_from_walk(walked, channel_class_ids, checked.image_size, stride, bg_threshold, min_fragment)
+    walked, walked_ones = _walk_with_background(seeds, checked.boundary, beta, exp_times, radius, background)
+    return _instances_from_walk(
+        walked, channel_class_ids, checked.image_size, stride, bg_threshold, min_fragment, walked_ones
+    )
 
 
 def semantic_and_instance_labels(
@@ -259,6 +330,7 @@ def semantic_and_instance_labels(
     min_fragment: float = 0.01,
     radius: float = 5,
     stride: int = 4,
+    background: Background = "constant",
     image_id: str | None = None,
 ) -> tuple[np.ndarray, InstanceLabels]:
     """Both labels with ONE walk over the K class channels and the K·n instance channels.
@@ -271,19 +343,21 @@ def semantic_and_instance_labels(
     kernel's vectorisation), far below the float32 in which the labels are decided.
     """
     context = _inputs.where("pseudo_labels.semantic_and_instance_labels", image_id)
+    _check_background(background, context)
     checked = _check_common(cam_s4, class_ids, boundary, image_size, stride, context)
     field = _check_displacement(displacement, *checked.cams.shape[1:], context)
     instance_seeds, channel_class_ids = _instance_seeds(checked, field, centroid_iterations, cluster_threshold)
     class_count = checked.cams.shape[0]
-    walked = _walk_nonzero(
-        torch.cat([checked.cams, instance_seeds], dim=0), checked.boundary, beta, exp_times, radius
+    walked, walked_ones = _walk_with_background(
+        torch.cat([checked.cams, instance_seeds], dim=0), checked.boundary, beta, exp_times, radius, background
     )
     semantic = _semantic_from_walk(
-        walked[:class_count], checked.class_ids, checked.image_size, stride, bg_threshold
+        walked[:class_count], checked.class_ids, checked.image_size, stride, bg_threshold, walked_ones
     )
     if instance_bg_threshold is None:
         instance_bg_threshold = bg_threshold
     instances = _instances_from_walk(
-        walked[class_count:], channel_class_ids, checked.image_size, stride, instance_bg_threshold, min_fragment
+        walked[class_count:], channel_class_ids, checked.image_size, stride, instance_bg_threshold, min_fragment,
+        walked_ones,
     )
     return semantic, instances
