@@ -258,8 +258,9 @@ class RandomWalkConfig(_Section):
     background: Literal["constant", "walked"] = Field(
         "constant",
         description="'constant' (reference): the background score (the thresholds above) is compared with the "
-        "walked class scores after dividing them by their maximum; 'walked': a seed map of that score is walked "
-        "with the classes, so that a boundary map that leaks does not flood the image with the classes",
+        "walked class scores after dividing them by their maximum in the image; 'walked': a seed map of that score "
+        "is walked with the classes and compared with them on one scale, so that a boundary map that leaks does "
+        "not flood the image with the classes (docs/real_photos.md)",
     )
 
 

@@ -20,16 +20,18 @@ Deliberate deviations (the reference would produce garbage or crash):
 
 Channels whose seeds are all zero are not walked (their walk is exactly zero).
 
-``background="walked"`` (a named deviation, ``random_walk.background``): instead of a constant
-background score compared with the walked class scores after the global-max normalisation, the
-background score is a seed map of the same constant, suppressed by ``(1 − boundary)`` and walked
-with the class seeds; both are divided by the same maximum, so the argmax compares the walked
-background with the walked classes on one scale. With the reference's rule the threshold follows
-the maximum of the *walked* class scores, which falls as the walk spreads them: where the boundary
-map does not enclose an object, the spread itself lowers the threshold and the class floods the
-image. A walked background spreads in the same way, so a leak no longer favours the classes.
-Because the walk is linear, the background seed is walked once as a map of ones and scaled by each
-threshold.
+``background="walked"`` (a named deviation, ``random_walk.background``). The walk is an averaging
+operator (every column of ``T`` sums to 1: a constant map stays constant), so a walked score is a
+weighted average of the seeds ``cam · (1 − boundary)`` over the area the walk reaches from the pixel.
+The reference divides the walked class scores by their largest value in the image and compares them
+with the constant 0.25: where the boundary map does not enclose the objects, every average is low,
+the division lifts them all, and the classes flood the image. Here the background is a seed map of
+the constant, suppressed by ``(1 − boundary)`` like the class seeds and walked with them, and the
+argmax compares the walked maps on one scale: a class wins where its CAM's average over the reached
+area, weighted as the background's, exceeds the constant, on the CAMs' own scale (each CAM has
+maximum 1) as in the CAM evaluation. Because the walk is linear, the background is walked once as a
+map of ones and scaled by each threshold; instance scores are still the walked scores divided by
+their maximum.
 """
 
 from __future__ import annotations
