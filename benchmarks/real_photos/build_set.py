@@ -5,7 +5,7 @@ Usage::
     python benchmarks/real_photos/build_set.py --out /work/realdata/coco-voc \
         --source SOURCE_ROOT/annotations/instances_train2017.json SOURCE_ROOT/train2017 \
         --source SOURCE_ROOT/annotations/instances_val2017.json SOURCE_ROOT/val2017 \
-        [--long-side 320] [--max-images N]
+        [--long-side 320] [--skip-images N] [--max-images N]
 
 Each ``--source`` is a COCO instances JSON and the folder of its images. The script keeps the
 images that hold at least one non-crowd instance of a VOC class, keeps only the annotations of VOC
@@ -121,9 +121,14 @@ def _area_and_box(segmentation: object, size: tuple[int, int]) -> tuple[float, l
 
 
 def build(
-    sources: Sequence[tuple[Path, Path]], output: Path, *, long_side: int = 320, max_images: int | None = None
+    sources: Sequence[tuple[Path, Path]], output: Path, *, long_side: int = 320, max_images: int | None = None,
+    skip_images: int = 0,
 ) -> dict[str, int]:
-    """Write ``output/images`` and ``output/instances.json``; returns counts (images, instances, per class)."""
+    """Write ``output/images`` and ``output/instances.json``; returns counts (images, instances, per class).
+
+    The kept images are sorted by file name; the first ``skip_images`` are left out, then at most
+    ``max_images`` are written (``skip_images=120`` gives the held-out set disjoint from the 120-image one).
+    """
     records: dict[str, tuple[dict, list[dict], Path]] = {}
     for annotation_file, image_dir in sources:
         data = json.loads(Path(annotation_file).read_text(encoding="utf-8"))
@@ -148,7 +153,7 @@ def build(
             if not (Path(image_dir) / name).is_file():
                 raise FileNotFoundError(f"{annotation_file}: image {name} is not in {image_dir}")
             records[name] = (image, annotations, Path(image_dir))
-    names = sorted(records)
+    names = sorted(records)[skip_images:]
     if max_images is not None:
         names = names[:max_images]
     image_output = output / "images"
@@ -194,10 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--long-side", type=int, default=320, help="resize so the long side is this (0: keep)")
     parser.add_argument("--max-images", type=int)
+    parser.add_argument("--skip-images", type=int, default=0, help="leave out the first N images (by file name)")
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     counts = build([(Path(a), Path(b)) for a, b in arguments.source], arguments.out,
-                   long_side=arguments.long_side, max_images=arguments.max_images)
+                   long_side=arguments.long_side, max_images=arguments.max_images,
+                   skip_images=arguments.skip_images)
     sys.stdout.write(json.dumps(counts, indent=1) + "\n")
     return 0
 

@@ -151,3 +151,15 @@ def instances_reference(
             score = 0.0 if segment.sum() < min_size else float(np.max(scores[channel] * segment))
             detections.append((int(channel_classes[channel]), score, segment))
     return detections
+
+
+def assert_instances_match(result, reference: list[tuple[int, float, np.ndarray]]) -> None:
+    """``result`` (InstanceLabels) equals a restated ``[(class, score, mask), ...]`` in order: same classes,
+    scores within 1e-5, masks on at least 99.9% of the pixels (ties within float rounding may flip)."""
+    assert len(result) == len(reference) > 0
+    for mask, class_id, score, (expected_class, expected_score, expected_mask) in zip(
+        result.masks, result.class_ids, result.scores, reference
+    ):
+        assert class_id == expected_class
+        assert abs(float(score) - expected_score) <= 1e-5
+        assert np.mean(mask == expected_mask) >= 0.999
