@@ -223,6 +223,11 @@ def test_summary_warns_when_the_walk_lowers_miou(
     text = output.read_text()
     assert "**Warnings**" in text and "lowered mIoU from 20.4 (CAM) to 18.7" in text
     assert "lowered mIoU from 20.4" in caplog.text
+    assert ("try random_walk.background: walked" in text) == (run_config.random_walk.background == "constant")
+    walked_rule = run_config.random_walk.model_copy(update={"background": "walked"})
+    walked = run_config.model_copy(update={"random_walk": walked_rule})
+    evaluate.run_summary(walked, files, output)
+    assert "lowered mIoU from 20.4" in output.read_text() and "try random_walk" not in output.read_text()
     files["semantic"].write_text('{"mIoU": 0.25}')
     evaluate.run_summary(run_config, files, output)
     assert "Warnings" not in output.read_text()

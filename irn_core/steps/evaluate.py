@@ -259,10 +259,11 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def summary_warnings(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def summary_warnings(metrics: Mapping[str, Mapping[str, Any]], walk_background: str = "constant") -> list[str]:
     """Warnings about the run as a whole: stages that made their input worse.
 
-    ``metrics``: stage → the metrics its evaluation wrote (fractions, as in ``evaluation/*.json``).
+    ``metrics``: stage → the metrics its evaluation wrote (fractions, as in ``evaluation/*.json``);
+    ``walk_background``: the run's ``random_walk.background`` (the warning suggests the other rule).
     """
     found = []
     cam, semantic = metrics.get("cam", {}).get("mIoU"), metrics.get("semantic", {}).get("mIoU")
@@ -272,8 +273,14 @@ def summary_warnings(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
             "(semantic pseudo labels); likely causes: CAMs that already cover more than the objects (the walk "
             "spreads them further; see the CAM coverage in cam/*.diagnostics.json), confident-region labels "
             "that disagree with the objects (accuracy in ir_labels/*.diagnostics.json), a boundary map that "
-            "does not stop the walk (irnet/*.diagnostics.json); benchmarks/real_photos/walk_analysis.py "
-            "separates the causes"
+            "does not stop the walk (irnet/*.diagnostics.json)"
+            + (
+                ", which with the reference's background rule floods the image (try random_walk.background: "
+                "walked, docs/real_photos.md)"
+                if walk_background == "constant"
+                else ""
+            )
+            + "; benchmarks/real_photos/walk_analysis.py separates the causes"
         )
     pseudo, full = metrics.get("deeplab_pseudo", {}).get("mIoU"), metrics.get("deeplab_ground_truth", {}).get("mIoU")
     if pseudo is not None and full is not None and float(full) > 0 and float(pseudo) / float(full) < 0.5:
@@ -316,7 +323,7 @@ def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) 
     if extra:
         text += "\nOther figures (percent; `images`: how many were evaluated):\n\n"
         text += pd.DataFrame(extra).to_markdown(index=False) + "\n"
-    warnings = summary_warnings(metrics)
+    warnings = summary_warnings(metrics, config.random_walk.background)
     for warning in warnings:
         logger.warning("summary: %s", warning)
     if warnings:
