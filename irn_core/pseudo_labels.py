@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ __all__ = ["Background", "InstanceLabels", "semantic_label", "instance_labels", 
 #: How the background score meets the walked class scores: ``"constant"`` after the walk (reference),
 #: or ``"walked"`` as one more seed map walked with the classes.
 Background = Literal["constant", "walked"]
-BACKGROUNDS: tuple[str, ...] = ("constant", "walked")
+BACKGROUNDS: tuple[str, ...] = get_args(Background)
 
 logger = logging.getLogger(__name__)
 

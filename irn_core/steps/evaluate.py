@@ -268,19 +268,19 @@ def summary_warnings(metrics: Mapping[str, Mapping[str, Any]], walk_background: 
     found = []
     cam, semantic = metrics.get("cam", {}).get("mIoU"), metrics.get("semantic", {}).get("mIoU")
     if cam is not None and semantic is not None and float(semantic) < float(cam):
+        rule_hint = (
+            ", which with the reference's background rule floods the image (try random_walk.background: walked, "
+            "docs/real_photos.md)"
+            if walk_background == "constant"
+            else ""
+        )
         found.append(
             f"the random walk lowered mIoU from {100 * float(cam):.1f} (CAM) to {100 * float(semantic):.1f} "
             "(semantic pseudo labels); likely causes: CAMs that already cover more than the objects (the walk "
             "spreads them further; see the CAM coverage in cam/*.diagnostics.json), confident-region labels "
             "that disagree with the objects (accuracy in ir_labels/*.diagnostics.json), a boundary map that "
-            "does not stop the walk (irnet/*.diagnostics.json)"
-            + (
-                ", which with the reference's background rule floods the image (try random_walk.background: "
-                "walked, docs/real_photos.md)"
-                if walk_background == "constant"
-                else ""
-            )
-            + "; benchmarks/real_photos/walk_analysis.py separates the causes"
+            f"does not stop the walk (irnet/*.diagnostics.json){rule_hint}; "
+            "benchmarks/real_photos/walk_analysis.py separates the causes"
         )
     pseudo, full = metrics.get("deeplab_pseudo", {}).get("mIoU"), metrics.get("deeplab_ground_truth", {}).get("mIoU")
     if pseudo is not None and full is not None and float(full) > 0 and float(pseudo) / float(full) < 0.5:

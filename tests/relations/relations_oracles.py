@@ -138,7 +138,15 @@ def instances_reference(
     rw_up = upsample_normalise_reference(walk, image_size)
     rw_up_bg = F.pad(rw_up, (0, 0, 0, 0, 1, 0), value=bg)
     shape = torch.argmax(rw_up_bg, dim=0).numpy()
-    scores = rw_up.numpy()
+    return detect_instance_reference(shape, rw_up.numpy(), channel_classes, image_size)
+
+
+def detect_instance_reference(
+    shape: np.ndarray, scores: np.ndarray, channel_classes: np.ndarray, image_size: tuple[int, int]
+) -> list[tuple[int, float, np.ndarray]]:
+    """The reference's detect_instance: ``shape`` (H, W) argmax (0 background, j+1 channel j), ``scores``
+    (C, H, W) normalised walk scores → every 4-connected component of every channel, scored by the channel's
+    max inside it, 0 under 1% of the image: list of (class, score, mask)."""
     min_size = image_size[0] * image_size[1] * 0.01
     detections = []
     for channel in range(scores.shape[0]):

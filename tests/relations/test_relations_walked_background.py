@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from relations_oracles import (
     assert_instances_match,
     clusters_reference,
-    label_4_connected,
+    detect_instance_reference,
     refine_centroids_reference,
 )
 from synthetic_scenes import random_scene
@@ -45,15 +45,7 @@ def _instances_restated(scene, threshold: float = 0.25) -> list[tuple[int, float
     scores = _walk_with_background_seed(seeds, scene.boundary, threshold, scene.image_size)
     shape = torch.argmax(scores, dim=0).numpy()
     normalised = (scores[1:] / scores[1:].max()).numpy()
-    min_size = scene.image_size[0] * scene.image_size[1] * 0.01
-    detections = []
-    for channel in range(normalised.shape[0]):
-        components, count = label_4_connected(shape == channel + 1)
-        for component in range(1, count + 1):
-            segment = components == component
-            score = 0.0 if segment.sum() < min_size else float(np.max(normalised[channel] * segment))
-            detections.append((int(channel_classes[channel]), score, segment))
-    return detections
+    return detect_instance_reference(shape, normalised, channel_classes, scene.image_size)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
