@@ -1,0 +1,232 @@
+"""benchmarks/real_photos/build_set.py: COCO and YOLO segmentation sources -> the real-photo check set."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_photos" / "build_set.py"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_set", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+build_set = _load_script()
+
+#: YOLO class indices used below.
+PERSON, DOG, ELEPHANT, TV = 0, 16, 20, 62
+#: Height, width of the test images (portrait, so that the long side is the height).
+HEIGHT, WIDTH = 60, 40
+
+
+def _voc_id(voc_class: str) -> int:
+    return build_set.VOC_CLASSES.index(voc_class) + 1
+
+
+def _polygon_area(flat: list[float]) -> float:
+    """Shoelace area of a flat ``x1 y1 x2 y2 ...`` polygon."""
+    x, y = np.asarray(flat[0::2]), np.asarray(flat[1::2])
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _write_image(path: Path, size: tuple[int, int] = (HEIGHT, WIDTH)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = size
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def _yolo_line(class_index: int, normalised_points: list[tuple[float, float]]) -> str:
+    return " ".join([str(class_index), *(f"{x:.6f} {y:.6f}" for x, y in normalised_points)])
+
+
+def _yolo_source(
+    root: Path, labels: dict[str, list[str] | None], suffix: str = ".jpg", split: str = "train2017"
+) -> build_set.YoloSource:
+    """A YOLO layout ``root/images/<split>`` + ``root/labels/<split>``; ``None`` = no label file."""
+    image_dir, label_dir = root / "images" / split, root / "labels" / split
+    label_dir.mkdir(parents=True, exist_ok=True)
+    for stem, lines in labels.items():
+        _write_image(image_dir / f"{stem}{suffix}")
+        if lines is not None:
+            (label_dir / f"{stem}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return build_set.YoloSource(image_dir, label_dir)
+
+
+#: A dog: a rectangle from (0.25, 0.2) to (0.75, 0.7) of the image, i.e. 20 x 30 px at 40 x 60.
+DOG_POINTS = [(0.25, 0.2), (0.75, 0.2), (0.75, 0.7), (0.25, 0.7)]
+
+
+def _read_output(output: Path) -> dict:
+    return json.loads((output / "instances.json").read_text(encoding="utf-8"))
+
+
+def test_yolo_classes_are_coco_names_in_yolo_order(real_samples: Path) -> None:
+    data = json.loads((real_samples / "coco" / "annotations.json").read_text(encoding="utf-8"))
+    coco_names = tuple(category["name"] for category in sorted(data["categories"], key=lambda item: item["id"]))
+    assert coco_names == build_set.YOLO_CLASSES
+    assert set(build_set.COCO_TO_VOC) <= set(build_set.YOLO_CLASSES)
+
+
+def test_yolo_source_polygon_in_pixels_resized(tmp_path: Path) -> None:
+    source = _yolo_source(tmp_path / "yolo", {
+        "000000100001": [_yolo_line(DOG, DOG_POINTS), _yolo_line(ELEPHANT, [(0.1, 0.1), (0.2, 0.1), (0.2, 0.2)])],
+    })
+    output = tmp_path / "out"
+    counts = build_set.build([source], output, long_side=30)  # 60 x 40 -> 30 x 20: factor 0.5
+
+    data = _read_output(output)
+    assert counts["images"] == 1 and counts["instances"] == 1 and counts["dog"] == 1
+    (image,) = data["images"]
+    assert image == {"id": 1, "file_name": "000000100001.jpg", "height": 30, "width": 20, "coco_id": 100001}
+    with Image.open(output / "images" / "000000100001.jpg") as picture:
+        assert picture.size == (20, 30)
+    (annotation,) = data["annotations"]  # the elephant is not a VOC class: dropped
+    assert annotation["category_id"] == _voc_id("dog") == 12
+    assert annotation["iscrowd"] == 0 and annotation["image_id"] == 1
+    # In pixels of the 40 x 60 image (20 x 30 px rectangle at (10, 12)), then halved by the resize.
+    assert annotation["segmentation"] == [[5.0, 6.0, 15.0, 6.0, 15.0, 21.0, 5.0, 21.0]]
+    true_area = _polygon_area(annotation["segmentation"][0])
+    assert true_area == pytest.approx(150.0)
+    assert annotation["area"] == pytest.approx(true_area, rel=0.15)
+    assert annotation["bbox"] == pytest.approx([5.0, 6.0, 10.0, 15.0], abs=1.0)
+    assert [category["id"] for category in data["categories"]] == list(range(1, 21))
+
+
+def test_yolo_source_keep_rule_and_missing_labels(tmp_path: Path) -> None:
+    source = _yolo_source(tmp_path / "yolo", {
+        "000000100001": [_yolo_line(ELEPHANT, DOG_POINTS)],  # only a non-VOC object: not kept
+        "000000100002": None,  # no label file: no objects, not kept
+        "000000100003": [],  # empty label file
+        "holiday": ["", _yolo_line(TV, DOG_POINTS), "   "],  # blank lines are skipped
+    }, suffix=".png")
+    output = tmp_path / "out"
+    counts = build_set.build([source], output, long_side=0)
+
+    data = _read_output(output)
+    assert [image["file_name"] for image in data["images"]] == ["holiday.png"]
+    assert data["images"][0]["coco_id"] is None
+    assert (data["images"][0]["height"], data["images"][0]["width"]) == (HEIGHT, WIDTH)
+    assert counts["tvmonitor"] == 1 and data["annotations"][0]["category_id"] == _voc_id("tvmonitor")
+    assert data["annotations"][0]["segmentation"] == [[10.0, 12.0, 30.0, 12.0, 30.0, 42.0, 10.0, 42.0]]
+    assert sorted(path.name for path in (output / "images").iterdir()) == ["holiday.png"]
+
+
+def _coco_source(root: Path) -> build_set.CocoSource:
+    """A COCO val2017 source: a person (kept), an image with only an elephant (not kept)."""
+    image_dir = root / "val2017"
+    for name in ("000000200001.jpg", "000000200002.jpg"):
+        _write_image(image_dir / name)
+    person = [[4.0, 6.0, 36.0, 6.0, 36.0, 54.0, 4.0, 54.0]]
+    data = {
+        "images": [{"id": 200001, "file_name": "000000200001.jpg", "height": HEIGHT, "width": WIDTH},
+                   {"id": 200002, "file_name": "000000200002.jpg", "height": HEIGHT, "width": WIDTH}],
+        "annotations": [
+            {"id": 7, "image_id": 200001, "category_id": 1, "segmentation": person, "iscrowd": 0},
+            {"id": 8, "image_id": 200002, "category_id": 22, "segmentation": person, "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "person"}, {"id": 22, "name": "elephant"}],
+    }
+    annotation_file = root / "instances_val2017.json"
+    annotation_file.write_text(json.dumps(data), encoding="utf-8")
+    return build_set.CocoSource(annotation_file, image_dir)
+
+
+def test_coco_and_yolo_sources_in_one_build(tmp_path: Path) -> None:
+    coco = _coco_source(tmp_path / "coco")
+    yolo = _yolo_source(tmp_path / "yolo", {"000000100001": [_yolo_line(DOG, DOG_POINTS)],
+                                            "000000200001": [_yolo_line(TV, DOG_POINTS)]})
+    output = tmp_path / "out"
+    counts = build_set.build([coco, yolo], output, long_side=0)
+
+    data = _read_output(output)
+    assert [(image["file_name"], image["coco_id"]) for image in data["images"]] == [
+        ("000000100001.jpg", 100001), ("000000200001.jpg", 200001)]
+    # 000000200001.jpg is in both sources: the first (COCO: a person) wins over the YOLO one (a tv).
+    assert [(item["image_id"], item["category_id"]) for item in data["annotations"]] == [
+        (1, _voc_id("dog")), (2, _voc_id("person"))]
+    assert counts["person"] == 1 and counts["dog"] == 1 and counts["tvmonitor"] == 0
+    # A plain pair is still a COCO source, and gives the same output.
+    plain_output = tmp_path / "plain"
+    build_set.build([(coco.annotation_file, coco.image_dir), yolo], plain_output, long_side=0)
+    assert (plain_output / "instances.json").read_bytes() == (output / "instances.json").read_bytes()
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("16 0.1 0.1 0.5 0.1 0.5", "odd number of coordinates"),
+    ("16 0.1 0.1 0.5 0.5", "at least 3 points"),
+    ("80 0.1 0.1 0.5 0.1 0.5 0.5", "class index 80"),
+    ("-1 0.1 0.1 0.5 0.1 0.5 0.5", "class index -1"),
+    ("16 0.1 0.1 0.5 x 0.5 0.5", "'x' is not a number"),
+    ("dog 0.1 0.1 0.5 0.1 0.5 0.5", "'dog' is not a number"),
+    ("16 0.1 nan 0.5 0.1 0.5 0.5", "not a finite number"),
+])
+def test_malformed_yolo_line_names_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
+    source = _yolo_source(tmp_path / "yolo", {"000000100001": [_yolo_line(DOG, DOG_POINTS), line]})
+    with pytest.raises(ValueError, match="line 2") as error:
+        build_set.build([source], tmp_path / "out")
+    assert "000000100001.txt" in str(error.value) and problem in str(error.value)
+
+
+def test_coco128_refused_unless_allowed(tmp_path: Path) -> None:
+    source = _yolo_source(tmp_path / "yolo", {"000000000650": [_yolo_line(PERSON, DOG_POINTS)],
+                                              "000000000651": [_yolo_line(DOG, DOG_POINTS)]})
+    with pytest.raises(ValueError, match=r"000000000650\.jpg belongs to coco128"):
+        build_set.build([source], tmp_path / "refused")
+    counts = build_set.build([source], tmp_path / "allowed", long_side=0, allow_coco128=True)
+    assert counts["images"] == 2 and counts["person"] == 1 and counts["dog"] == 1
+    assert [image["coco_id"] for image in _read_output(tmp_path / "allowed")["images"]] == [650, 651]
+    # val2017 ids up to 650 are not coco128's
+    val_source = _yolo_source(tmp_path / "val", {"000000000139": [_yolo_line(DOG, DOG_POINTS)]}, split="val2017")
+    assert build_set.build([val_source], tmp_path / "val_out")["images"] == 1
+
+
+def test_coco128_refused_in_coco_train2017_unless_allowed(tmp_path: Path) -> None:
+    image_dir = tmp_path / "train2017"
+    _write_image(image_dir / "000000000009.jpg")
+    annotation_file = tmp_path / "instances_train2017.json"
+    annotation_file.write_text(json.dumps({
+        "images": [{"id": 9, "file_name": "000000000009.jpg", "height": HEIGHT, "width": WIDTH}],
+        "annotations": [{"id": 1, "image_id": 9, "category_id": 1, "iscrowd": 0,
+                         "segmentation": [[4.0, 6.0, 36.0, 6.0, 36.0, 54.0]]}],
+        "categories": [{"id": 1, "name": "person"}],
+    }), encoding="utf-8")
+    source = build_set.CocoSource(annotation_file, image_dir)
+    with pytest.raises(ValueError, match="belongs to coco128"):
+        build_set.build([source], tmp_path / "refused")
+    assert build_set.build([source], tmp_path / "allowed", allow_coco128=True)["person"] == 1
+
+
+def test_main_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    coco = _coco_source(tmp_path / "coco")
+    yolo = _yolo_source(tmp_path / "yolo", {"000000100001": [_yolo_line(DOG, DOG_POINTS)],
+                                            "000000100002": [_yolo_line(PERSON, DOG_POINTS)]})
+    output = tmp_path / "out"
+    assert build_set.main([
+        "--yolo-source", str(yolo.image_dir), str(yolo.label_dir),
+        "--source", str(coco.annotation_file), str(coco.image_dir),
+        "--out", str(output), "--long-side", "30", "--skip-images", "1",
+    ]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["images"] == 2 and counts["person"] == 2 and counts["dog"] == 0
+    data = _read_output(output)
+    assert [image["file_name"] for image in data["images"]] == ["000000100002.jpg", "000000200001.jpg"]
+    assert all((image["height"], image["width"]) == (30, 20) for image in data["images"])
+
+
+def test_main_needs_a_source(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        build_set.main(["--out", str(tmp_path / "out")])
