@@ -29,7 +29,7 @@ from irn_core.cam.infer import multiscale_cams, select_classes
 from irn_core.config import load_config
 from irn_core.ir_labels import confident_region_labels
 from irn_core.pseudo_labels import semantic_and_instance_labels
-from irn_core.steps.cam import load_cam_network
+from irn_core.steps.cam import cam_base_scale, load_cam_network
 from irn_core.steps.common import open_run_dataset, shard_plan
 from irn_core.store import ShardedStore
 
@@ -69,7 +69,10 @@ def main() -> None:
         class_ids = dataset.class_labels(image_id)
         if len(class_ids) == 0:
             continue
-        cam_s4, high_res = multiscale_cams(model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip)
+        cam_s4, high_res = multiscale_cams(
+            model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip,
+            base_scale=cam_base_scale(config, image.shape[0], image.shape[1]),
+        )
         cam_s4, high_res = (maps.numpy() for maps in select_classes(cam_s4, high_res, class_ids))
         stored = stored_cams.read(image_id, ["cam_s4"])["cam_s4"]
         stored_equal += int(np.array_equal(stored.astype(np.float32), _rounded(cam_s4) if stored.dtype == np.float16

@@ -162,6 +162,13 @@ class CAMTrainConfig(ScheduleFields):
 class CAMInferConfig(_Section):
     scales: tuple[float, ...] = Field((1.0, 0.5, 1.5, 2.0), min_length=1, description="input scales (summed)")
     flip: bool = Field(True, description="add the horizontally flipped input at every scale (summed)")
+    base_size: Literal["original", "train_range"] = Field(
+        "original",
+        description="what the scales are relative to: original = the image as stored (the reference); "
+        "train_range = the image rescaled, when its long side is outside cam.train.resize_long, to the nearer "
+        "end of that range, so that scale 1 shows objects at the size the network was trained on (photos "
+        "larger than the training range; issue 10). The CAMs are returned at the image's own size either way",
+    )
     float16: bool | None = Field(
         None,
         description="store CAMs as float16 in the HDF5 shards (None: from preset; paper: float32 as the "

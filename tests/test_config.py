@@ -140,3 +140,18 @@ def test_shipped_schema_file_is_in_sync() -> None:
 def test_imported_cams_cannot_lend_their_backbone() -> None:
     with pytest.raises(ConfigError, match="backbone_init 'cam'"):
         validate_config({"cam": {"import_dir": "npy"}, "irnet": {"backbone_init": "cam"}})
+
+
+def test_cam_base_size_rescales_only_images_outside_the_training_range() -> None:
+    from irn_core.steps.cam import cam_base_scale
+
+    reference = validate_config({"cam": {"train": {"resize_long": [240, 320]}}})
+    assert reference.cam.infer.base_size == "original"
+    assert load_config(CONFIG_DIR / "voc12.yaml").cam.infer.base_size == "original"
+    assert cam_base_scale(reference, 480, 640) == 1.0
+    matched = validate_config({"cam": {"train": {"resize_long": [240, 320]}, "infer": {"base_size": "train_range"}}})
+    assert cam_base_scale(matched, 480, 640) == 0.5  # the long side 640 brought to 320
+    assert cam_base_scale(matched, 256, 300) == 1.0  # inside the range: as stored
+    assert cam_base_scale(matched, 100, 120) == 2.0  # below: brought up to 240
+    with pytest.raises(ConfigError, match="base_size"):
+        validate_config({"cam": {"infer": {"base_size": "largest"}}})

@@ -32,13 +32,36 @@ def flip_pair(image: np.ndarray, device: torch.device) -> Tensor:
     return torch.stack([chw, chw.flip(-1)])
 
 
+def train_range_base_scale(height: int, width: int, long_side_range: tuple[int, int]) -> float:
+    """The factor that brings an image's long side into the training's ``resize_long`` range.
+
+    1.0 when ``max(height, width)`` lies in ``[low, high]``; otherwise the factor that makes the long side
+    equal to the nearer end of the range (``low / long`` for a smaller image, ``high / long`` for a larger one).
+    """
+    low, high = long_side_range
+    long_side = max(height, width)
+    if min(height, width) < 1 or low < 1 or low > high:
+        raise InputError(f"need a positive image size and a range 1 <= low <= high, got {long_side} and {long_side_range}")
+    if long_side < low:
+        return low / long_side
+    if long_side > high:
+        return high / long_side
+    return 1.0
+
+
 def multiscale_cams(
-    model: CAMNet, image: np.ndarray, *, scales: Sequence[float] = REFERENCE_SCALES, flip: bool = True
+    model: CAMNet,
+    image: np.ndarray,
+    *,
+    scales: Sequence[float] = REFERENCE_SCALES,
+    flip: bool = True,
+    base_scale: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Class activation maps of every class, summed over scales and (optionally) the horizontal flip.
 
     ``image``: uint8 RGB (H, W, 3). For each scale s the image is rescaled with Pillow bicubic to
-    (round(H s), round(W s)) (s = 1 keeps the original), normalised, paired with its flip and run as a
+    (round(H s b), round(W s b)), b = ``base_scale`` (s b = 1 keeps the original; b = 1, the default, is
+    the reference; see :func:`train_range_base_scale`), normalised, paired with its flip and run as a
     batch of 2 through ``model.class_activation_maps``; the scale's map is ``out[0] + flip_W(out[1])``
     (``out[0]`` alone if ``flip`` is False, a deviation from the reference). Each scale's map is resized
     bilinearly (align_corners=False) directly to (ceil(H/4), ceil(W/4)) and summed over scales, giving
@@ -50,6 +73,8 @@ def multiscale_cams(
     check_rgb_image(image)
     if len(scales) == 0:
         raise InputError("multiscale_cams needs at least one scale")
+    if not base_scale > 0:
+        raise InputError(f"base_scale must be positive, got {base_scale}")
     height, width = image.shape[:2]
     strided_size = (math.ceil(height / 4), math.ceil(width / 4))
     strided_up_size = (16 * math.ceil(height / 16), 16 * math.ceil(width / 16))
@@ -59,7 +84,8 @@ def multiscale_cams(
     high_res: Tensor | None = None
     with torch.inference_mode():
         for scale in scales:
-            scaled = image if scale == 1.0 else pil_rescale(image, scale, BICUBIC)
+            factor = scale * base_scale
+            scaled = image if factor == 1.0 else pil_rescale(image, factor, BICUBIC)
             if flip:
                 maps = model.class_activation_maps(flip_pair(scaled, device))
                 scale_map = maps[0] + maps[1].flip(-1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from irn_core.cam.infer import multiscale_cams, select_classes
+from irn_core.cam.infer import multiscale_cams, select_classes, train_range_base_scale
 from irn_core.cam.train import CAMTrainSettings, build_cam_network, train_cam
 from irn_core.config import RunConfig
 from irn_core.diagnostics import cam_statistics, cam_warnings, mean_statistics, training_warnings
@@ -106,6 +106,13 @@ def load_cam_network(config: RunConfig, checkpoint: Path, device: torch.device) 
     return model.to(device).eval()
 
 
+def cam_base_scale(config: RunConfig, height: int, width: int) -> float:
+    """The factor the CAM scales are relative to, under ``cam.infer.base_size`` (1.0: the image as stored)."""
+    if config.cam.infer.base_size == "original":
+        return 1.0
+    return train_range_base_scale(height, width, config.cam.train.resize_long)
+
+
 def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: Path) -> None:
     """Multi-scale + flip CAMs of every image of a shard: ``cam_s4``, ``cam_s1`` (full resolution),
     ``class_ids`` — only the image's classes, each channel divided by its maximum (reference)."""
@@ -128,7 +135,10 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
             except DatasetError as error:
                 skip_or_raise(config, image_id, error, writer.skipped_ids)
                 continue
-            cam_s4, high_res = multiscale_cams(model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip)
+            cam_s4, high_res = multiscale_cams(
+                model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip,
+                base_scale=cam_base_scale(config, image.shape[0], image.shape[1]),
+            )
             cam_s4, high_res = select_classes(cam_s4, high_res, torch.as_tensor(class_ids, dtype=torch.int64))
             writer.add(
                 image_id,

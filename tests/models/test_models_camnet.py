@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from irn_core.cam.infer import multiscale_cams, select_classes
+from irn_core.cam.infer import multiscale_cams, select_classes, train_range_base_scale
 from irn_core.data.transforms import pil_resize
 from irn_core.errors import InputError
 from irn_core.models import CAMNet, backbones, build_backbone
@@ -79,13 +79,16 @@ def test_logits_and_cams_match_restatement() -> None:
     assert cams.min() >= 0 and cams.max() > 0
 
 
-def _restated_multiscale(model: CAMNet, image: np.ndarray, scales: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's make_cam, written out one image at a time with numpy resizing."""
+def _restated_multiscale(
+    model: CAMNet, image: np.ndarray, scales: tuple[float, ...], base_scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's make_cam, written out one image at a time with numpy resizing (the image first
+    rescaled by ``base_scale``; the maps resized to the original image's grids)."""
     height, width = image.shape[:2]
     strided = np.zeros((model.num_classes, math.ceil(height / 4), math.ceil(width / 4)))
     high_res = np.zeros((model.num_classes, 16 * math.ceil(height / 16), 16 * math.ceil(width / 16)))
     for scale in scales:
-        scaled = image if scale == 1.0 else pillow_bicubic(image, scale)
+        scaled = image if scale * base_scale == 1.0 else pillow_bicubic(image, scale * base_scale)
         with torch.no_grad():
             plain = model.class_activation_maps(torch.from_numpy(normalised_chw(scaled))[None])[0].numpy()
             mirrored_input = normalised_chw(np.ascontiguousarray(scaled[:, ::-1]))
@@ -107,6 +110,39 @@ def test_multiscale_cams_match_restatement() -> None:
     np.testing.assert_allclose(cam_s4.numpy(), expected_s4, rtol=1e-4, atol=1e-4 * expected_s4.max())
     np.testing.assert_allclose(high_res.numpy(), expected_high_res, rtol=1e-4, atol=1e-4 * expected_high_res.max())
     assert expected_s4.max() > 0
+
+
+def test_multiscale_cams_relative_to_a_base_scale() -> None:
+    """``base_scale`` b: every scale s runs on the image rescaled by s b; the maps keep the image's size."""
+    model = _camnet()
+    image = np.random.default_rng(2).integers(0, 256, (75, 101, 3), dtype=np.uint8)
+    cam_s4, high_res = multiscale_cams(model, image, scales=(1.0, 0.5), base_scale=0.5)
+    assert cam_s4.shape == (5, 19, 26) and high_res.shape == (5, 75, 101)
+    expected_s4, expected_high_res = _restated_multiscale(model, image, (1.0, 0.5), base_scale=0.5)
+    np.testing.assert_allclose(cam_s4.numpy(), expected_s4, rtol=1e-4, atol=1e-4 * expected_s4.max())
+    np.testing.assert_allclose(high_res.numpy(), expected_high_res, rtol=1e-4, atol=1e-4 * expected_high_res.max())
+    # the image as stored is the base 1 (the reference); s b = 1 runs on it unchanged
+    reference_s4, _ = multiscale_cams(model, image, scales=(1.0,))
+    doubled_s4, _ = multiscale_cams(model, image, scales=(2.0,), base_scale=0.5)
+    torch.testing.assert_close(doubled_s4, reference_s4)
+    assert not torch.allclose(cam_s4, multiscale_cams(model, image, scales=(1.0, 0.5))[0])
+    with pytest.raises(InputError, match="base_scale"):
+        multiscale_cams(model, image, base_scale=0.0)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "expected"),
+    [(300, 200, 1.0), (240, 100, 1.0), (320, 320, 1.0), (480, 640, 0.5), (100, 120, 2.0), (640, 427, 0.5)],
+)
+def test_train_range_base_scale(height: int, width: int, expected: float) -> None:
+    assert train_range_base_scale(height, width, (240, 320)) == pytest.approx(expected)
+
+
+def test_train_range_base_scale_refuses_bad_sizes() -> None:
+    with pytest.raises(InputError, match="range"):
+        train_range_base_scale(0, 10, (240, 320))
+    with pytest.raises(InputError, match="range"):
+        train_range_base_scale(10, 10, (320, 240))
 
 
 def test_multiscale_cams_single_scale_without_flip() -> None:
