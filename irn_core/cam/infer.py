@@ -41,7 +41,9 @@ def train_range_base_scale(height: int, width: int, long_side_range: tuple[int, 
     low, high = long_side_range
     long_side = max(height, width)
     if min(height, width) < 1 or low < 1 or low > high:
-        raise InputError(f"need a positive image size and a range 1 <= low <= high, got {long_side} and {long_side_range}")
+        raise InputError(
+            f"need a positive image size and a range 1 <= low <= high, got {(height, width)} and {long_side_range}"
+        )
     if long_side < low:
         return low / long_side
     if long_side > high:
