@@ -300,9 +300,30 @@ def mean_statistics(per_image: Iterable[Mapping[str, float]]) -> dict[str, float
     return means
 
 
+def inference_scale_statistics(
+    size: tuple[int, int], train_long_side: tuple[int, int], base_scale: float
+) -> dict[str, float]:
+    """Whether an image of ``size`` (H, W) lies outside the CAM training's long-side range, and whether
+    its CAMs were inferred rescaled (``base_scale`` != 1): 1.0 or 0.0 each, to be averaged over images."""
+    low, high = train_long_side
+    return {
+        "outside_train_range": float(not low <= max(size) <= high),
+        "rescaled_for_inference": float(base_scale != 1.0),
+    }
+
+
 def cam_warnings(statistics: Mapping[str, float], *, name: str = "make_cam") -> list[str]:
-    """Warnings on averaged :func:`cam_statistics`: CAMs covering (almost) nothing or everything."""
+    """Warnings on averaged :func:`cam_statistics`: CAMs covering (almost) nothing or everything; most
+    images inferred at another size than the network was trained on (:func:`inference_scale_statistics`)."""
     warnings = []
+    outside = statistics.get("outside_train_range")
+    if outside is not None and outside > 0.5 and statistics.get("rescaled_for_inference", 0.0) == 0.0:
+        warnings.append(
+            f"{name}: {100 * outside:.0f}% of the images have a long side outside cam.train.resize_long and their "
+            "CAMs are inferred at scales of the image as stored, so the network sees objects at another size than "
+            "in training (issue 10: at twice the size the CAMs cover less); likely fix: cam.infer.base_size: "
+            "train_range, or a cam.train.resize_long that matches the images"
+        )
     coverage = statistics.get("coverage_eval")
     if coverage is not None and coverage < 0.01:
         warnings.append(

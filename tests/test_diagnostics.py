@@ -16,6 +16,7 @@ from irn_core.diagnostics import (
     boundary_warnings,
     cam_statistics,
     cam_warnings,
+    inference_scale_statistics,
     displacement_progress,
     displacement_statistics,
     displacement_warnings,
@@ -157,6 +158,20 @@ def test_cam_statistics_and_warnings() -> None:
     assert cam_statistics(np.zeros((0, 4, 5)))["coverage_eval"] == 0.0
     assert cam_warnings(statistics) == []
     assert "almost no localisation" in cam_warnings({"coverage_eval": 0.001})[0]
+
+
+def test_cam_warning_for_images_outside_the_training_range() -> None:
+    inside = inference_scale_statistics((256, 300), (240, 320), 1.0)
+    large = inference_scale_statistics((480, 640), (240, 320), 1.0)
+    rescaled = inference_scale_statistics((480, 640), (240, 320), 0.5)
+    assert inside == {"outside_train_range": 0.0, "rescaled_for_inference": 0.0}
+    assert large == {"outside_train_range": 1.0, "rescaled_for_inference": 0.0}
+    assert rescaled == {"outside_train_range": 1.0, "rescaled_for_inference": 1.0}
+    mostly_large = mean_statistics([large, large, inside])
+    (warning,) = cam_warnings(mostly_large, name="make_cam shard 0")
+    assert warning.startswith("make_cam shard 0: 67% of the images") and "cam.infer.base_size: train_range" in warning
+    assert cam_warnings(mean_statistics([large, inside, inside])) == []  # a minority
+    assert cam_warnings(mean_statistics([rescaled, rescaled])) == []  # already inferred at the training scale
 
 
 def test_mean_statistics_skips_nan() -> None:

@@ -12,7 +12,13 @@ import torch
 from irn_core.cam.infer import multiscale_cams, select_classes, train_range_base_scale
 from irn_core.cam.train import CAMTrainSettings, build_cam_network, train_cam
 from irn_core.config import RunConfig
-from irn_core.diagnostics import cam_statistics, cam_warnings, mean_statistics, training_warnings
+from irn_core.diagnostics import (
+    cam_statistics,
+    cam_warnings,
+    inference_scale_statistics,
+    mean_statistics,
+    training_warnings,
+)
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from irn_core.errors import DatasetError
 from irn_core.interop import read_reference_cam
@@ -135,9 +141,9 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
             except DatasetError as error:
                 skip_or_raise(config, image_id, error, writer.skipped_ids)
                 continue
+            base_scale = cam_base_scale(config, image.shape[0], image.shape[1])
             cam_s4, high_res = multiscale_cams(
-                model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip,
-                base_scale=cam_base_scale(config, image.shape[0], image.shape[1]),
+                model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip, base_scale=base_scale
             )
             cam_s4, high_res = select_classes(cam_s4, high_res, torch.as_tensor(class_ids, dtype=torch.int64))
             writer.add(
@@ -146,7 +152,10 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
                 {"height": image.shape[0], "width": image.shape[1]},
             )
             thresholds = {"eval_threshold": config.cam.eval_threshold, "fg_threshold": config.ir_labels.fg_threshold}
-            per_image.append(cam_statistics(high_res, **thresholds))
+            per_image.append({
+                **cam_statistics(high_res, **thresholds),
+                **inference_scale_statistics(image.shape[:2], config.cam.train.resize_long, base_scale),
+            })
     statistics = mean_statistics(per_image)
     stage = f"make_cam shard {shard_index}"
     report(stage, output, statistics, cam_warnings(statistics, name=stage))
