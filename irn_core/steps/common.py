@@ -22,7 +22,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # torch loads in the jobs only: the Snakefile imports this mo
     import torch
 
     from irn_core.engine.distributed import DistributedContext
+    from irn_core.store import ShardedStore
 
 logger = logging.getLogger(__name__)
 
@@ -353,9 +354,15 @@ def skip_or_raise(config: RunConfig, image_id: str, error: Exception, skipped: d
 
 
 def readable_ids(
-    config: RunConfig, dataset: SegmentationDataset, image_ids: list[str], *, labels: bool
+    config: RunConfig,
+    dataset: SegmentationDataset,
+    image_ids: list[str],
+    *,
+    labels: bool,
+    check: Callable[[str], object] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """``image_ids`` whose image (and, with ``labels``, image-level labels) can be read, and the
+    """``image_ids`` whose image (and, with ``labels``, image-level labels; with ``check``, whatever
+    ``check(image_id)`` reads, e.g. the ground-truth masks a model trains on) can be read, and the
     others -> reason. Under ``on_unreadable: error`` every id is returned unchecked (a training job
     then fails on the first unreadable image, naming it); under ``skip`` each image is decoded once."""
     if config.dataset.on_unreadable != "skip":
@@ -370,9 +377,32 @@ def readable_ids(
             dataset.image(image_id)
             if labels:
                 dataset.class_labels(image_id)
+            if check is not None:
+                check(image_id)
         except DatasetError as error:
             skip_or_raise(config, image_id, error, skipped)
             continue
         kept.append(image_id)
     return kept, skipped
 
+
+def drop_skipped_upstream(
+    config: RunConfig, image_ids: list[str], store: ShardedStore, skipped: dict[str, str]
+) -> list[str]:
+    """``image_ids`` less those an earlier stage left out of ``store``'s shard files (their ``skipped``
+    attribute, ``dataset.on_unreadable: skip``). Each goes through :func:`skip_or_raise` with the
+    recorded reason, which names the image file: a WARNING and into ``skipped`` under ``skip``, a
+    :class:`~irn_core.errors.StoreError` under ``error``. Ids neither stored nor skipped are kept: a
+    missing label stays the caller's error."""
+    from irn_core.errors import StoreError
+
+    left_out = store.skipped
+    files = f"{store.product} shard files" if store.product else "shard files"
+    kept: list[str] = []
+    for image_id in image_ids:
+        if image_id in left_out and image_id not in store:
+            error = StoreError(f"image id {image_id!r} was left out of the {files}: {left_out[image_id]}")
+            skip_or_raise(config, image_id, error, skipped)
+            continue
+        kept.append(image_id)
+    return kept

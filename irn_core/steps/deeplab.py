@@ -23,18 +23,21 @@ from irn_core.config import RunConfig
 from irn_core.deeplab.infer import DeepLabCRFSettings, predict_labels
 from irn_core.deeplab.train import DeepLabTrainSettings, build_deeplab, train_deeplab
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
-from irn_core.errors import ConfigError, StoreError
+from irn_core.errors import ConfigError, DatasetError, StoreError
 from irn_core.models.deeplab import DeepLabV2
 from irn_core.progress import track
 from irn_core.steps.common import (
     downstream_ids,
+    drop_skipped_upstream,
     open_run_dataset,
     prepare_runtime,
+    readable_ids,
     shard_plan,
+    skip_or_raise,
     stage_metadata,
     training_process,
 )
-from irn_core.steps.evaluate import _semantic_evaluation
+from irn_core.steps.evaluate import _evaluated_ids, _semantic_evaluation
 from irn_core.store import ShardedStore, ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -85,7 +88,11 @@ def run_train_deeplab(
     max_steps: int | None = None,
 ) -> None:
     """Train DeepLab v2 on the downstream ids with ``labels`` (``pseudo``: the ``semantic_s1`` maps of
-    ``semantic_paths``; ``ground_truth``: the dataset's masks) and save ``output`` (rank 0 under torchrun)."""
+    ``semantic_paths``; ``ground_truth``: the dataset's masks) and save ``output`` (rank 0 under torchrun).
+
+    Under ``dataset.on_unreadable: skip`` the ids left out of the pseudo-label shards and those whose
+    image (or ground-truth mask) cannot be read are left out, each logged and listed in the checkpoint's
+    record (``skipped``); a pseudo label missing for any other id is an error."""
     if labels not in LABEL_SOURCES:
         raise ConfigError(f"DeepLab label source must be one of {', '.join(LABEL_SOURCES)}, got {labels!r}")
     if labels == "pseudo" and not semantic_paths:
@@ -96,10 +103,10 @@ def run_train_deeplab(
         settings = deeplab_train_settings(config)
         if max_steps is not None:
             settings = replace(settings, max_steps=max_steps)
-        logger.info("training DeepLab v2 on %d images (%s, %s labels)", len(image_ids),
-                    config.dataset.downstream_split, labels)
+        skipped: dict[str, str] = {}
         with ShardedStore(semantic_paths if labels == "pseudo" else [], product="semantic") as store:
             if labels == "pseudo":
+                image_ids = drop_skipped_upstream(config, image_ids, store, skipped)
                 missing = [image_id for image_id in image_ids if image_id not in store]
                 if missing:
                     raise StoreError(
@@ -119,6 +126,12 @@ def run_train_deeplab(
                 def description(image_id: str) -> str:
                     return "ground-truth mask"
 
+            image_ids, unreadable = readable_ids(
+                config, dataset, image_ids, labels=False, check=None if labels == "pseudo" else dataset.semantic_mask
+            )
+            skipped.update(unreadable)
+            logger.info("training DeepLab v2 on %d images (%s, %s labels; %d left out)", len(image_ids),
+                        config.dataset.downstream_split, labels, len(skipped))
             model, record = train_deeplab(
                 dataset, image_ids, label_source, settings, device=device, context=context,
                 label_description=description,
@@ -136,7 +149,7 @@ def run_train_deeplab(
                     "labels": labels,
                     "label_files": [str(path) for path in semantic_paths] if labels == "pseudo" else [],
                 },
-                record={**asdict(record), "world_size": context.world_size},
+                record={**asdict(record), "world_size": context.world_size, "skipped": dict(sorted(skipped.items()))},
             )
             logger.info("saved %s (%d steps, %.1f images/s)", output, record.steps, record.images_per_second)
 
@@ -161,7 +174,8 @@ def crf_settings(config: RunConfig) -> DeepLabCRFSettings | None:
 
 
 def run_deeplab_infer(config: RunConfig, shard_index: int, checkpoint: Path, output: Path) -> None:
-    """Ensemble (+ CRF) label maps ``semantic_s1`` of the shard's validation images."""
+    """Ensemble (+ CRF) label maps ``semantic_s1`` of the shard's validation images (an unreadable one:
+    an error, or under ``dataset.on_unreadable: skip`` left out and listed in the file's ``skipped``)."""
     device = prepare_runtime(config)
     dataset = open_run_dataset(config)
     image_ids = shard_plan(config).product_ids(shard_index, PRODUCT)
@@ -178,7 +192,11 @@ def run_deeplab_infer(config: RunConfig, shard_index: int, checkpoint: Path, out
             image_ids, description=f"deeplab shard {shard_index}", logger=logger,
             every=config.compute.progress_every,
         ):
-            image = dataset.image(image_id)
+            try:
+                image = dataset.image(image_id)
+            except DatasetError as error:
+                skip_or_raise(config, image_id, error, writer.skipped_ids)
+                continue
             labels = predict_labels(model, image, scales=infer.scales, flip=infer.flip, crf=crf, image_id=image_id)
             writer.add(
                 image_id, {"semantic_s1": labels},
@@ -187,17 +205,22 @@ def run_deeplab_infer(config: RunConfig, shard_index: int, checkpoint: Path, out
 
 
 def run_evaluate_deeplab(config: RunConfig, deeplab_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
-    """mIoU and per-class IoU of DeepLab's predictions on the validation images (CSV, Markdown)."""
+    """mIoU and per-class IoU of DeepLab's predictions on the validation images (CSV, Markdown); images
+    left out of the prediction shards (``dataset.on_unreadable: skip``) are listed with the table."""
     val_ids = shard_plan(config).all_ids("val")
     if not val_ids:
         raise ConfigError("DeepLab is evaluated on dataset.val_split, which is not set (or empty)")
+    skipped: dict[str, str] = {}
 
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
+        present = _evaluated_ids(val_ids, store, skipped)
         for image_id in track(
-            val_ids, description="evaluate deeplab", logger=logger,
+            present, description="evaluate deeplab", logger=logger,
             every=config.compute.progress_every,
         ):
             yield image_id, store.read(image_id, ["semantic_s1"])["semantic_s1"]
 
     with ShardedStore(deeplab_paths, product=PRODUCT) as store:
-        return _semantic_evaluation(config, predictions(store), output_prefix, f"DeepLab v2 ({output_prefix.name})")
+        return _semantic_evaluation(
+            config, predictions(store), output_prefix, f"DeepLab v2 ({output_prefix.name})", skipped
+        )

@@ -13,7 +13,7 @@ from torchvision.models.detection import MaskRCNN
 
 from irn_core.config import RunConfig
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
-from irn_core.errors import ConfigError
+from irn_core.errors import ConfigError, DatasetError
 from irn_core.maskrcnn.infer import predict_instances
 from irn_core.maskrcnn.train import (
     GroundTruthInstances,
@@ -27,13 +27,16 @@ from irn_core.models.maskrcnn import build_mask_rcnn
 from irn_core.progress import track
 from irn_core.steps.common import (
     downstream_ids,
+    drop_skipped_upstream,
     open_run_dataset,
     prepare_runtime,
+    readable_ids,
     shard_plan,
+    skip_or_raise,
     stage_metadata,
     training_process,
 )
-from irn_core.store import ShardWriter
+from irn_core.store import ShardedStore, ShardWriter
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +118,11 @@ def instance_source(config: RunConfig, instance_paths: Sequence[Path]) -> Instan
 def run_train_maskrcnn(
     config: RunConfig, instance_paths: Sequence[Path], output: Path, *, max_steps: int | None = None
 ) -> None:
-    """Train Mask R-CNN on the downstream ids and save ``output`` (rank 0 only under torchrun)."""
+    """Train Mask R-CNN on the downstream ids and save ``output`` (rank 0 only under torchrun).
+
+    Under ``dataset.on_unreadable: skip`` the ids left out of the instance shards and those whose image
+    (or ground-truth instances) cannot be read are left out, each logged and listed in the checkpoint's
+    record (``skipped``); instances missing for any other id are an error."""
     with training_process(config) as (context, device):
         dataset = open_run_dataset(config)
         image_ids = downstream_ids(config, "Mask R-CNN")
@@ -123,16 +130,25 @@ def run_train_maskrcnn(
         if max_steps is not None:
             settings = replace(settings, max_steps=max_steps)
         num_classes = len(dataset.class_names)
+        source = instance_source(config, instance_paths)
+        skipped: dict[str, str] = {}
+        if isinstance(source, StoredInstances):
+            with ShardedStore(source.paths, product=source.product) as store:
+                image_ids = drop_skipped_upstream(config, image_ids, store, skipped)
+        image_ids, unreadable = readable_ids(
+            config, dataset, image_ids, labels=False,
+            check=dataset.instance_masks if isinstance(source, GroundTruthInstances) else None,
+        )
+        skipped.update(unreadable)
         training_set = MaskRCNNTrainingDataset(
-            dataset, image_ids, instance_source(config, instance_paths), num_classes=num_classes,
-            seed=config.seed, flip=settings.flip,
+            dataset, image_ids, source, num_classes=num_classes, seed=config.seed, flip=settings.flip,
         )
         torch.manual_seed(config.seed)
         model = build_maskrcnn_from_config(config, num_classes).to(device)
         logger.info(
-            "training Mask R-CNN (%s) on the %s of %d images (%s)", config.maskrcnn.backbone,
+            "training Mask R-CNN (%s) on the %s of %d images (%s; %d left out)", config.maskrcnn.backbone,
             "ground truth" if config.maskrcnn.train.labels == "ground_truth" else "instance pseudo labels",
-            len(image_ids), config.dataset.downstream_split,
+            len(image_ids), config.dataset.downstream_split, len(skipped),
         )
         record = train_mask_rcnn(model, training_set, settings, device=device, context=context)
         if context.is_main:
@@ -142,7 +158,7 @@ def run_train_maskrcnn(
                 model_state=model.state_dict(),
                 kind="maskrcnn",
                 config={**stage_config, "stage_hash": stage_hash, "class_names": list(dataset.class_names)},
-                record={**asdict(record), "world_size": context.world_size},
+                record={**asdict(record), "world_size": context.world_size, "skipped": dict(sorted(skipped.items()))},
             )
             logger.info("saved %s (%d steps, %.2f images/s)", output, record.steps, record.images_per_second)
 
@@ -157,7 +173,8 @@ def load_maskrcnn(config: RunConfig, checkpoint: Path, device: torch.device) -> 
 
 def run_maskrcnn_infer(config: RunConfig, shard_index: int, checkpoint: Path, output: Path) -> None:
     """Predictions on the shard's val ids: ``masks_s1`` (N, H, W) bool at full resolution, ``class_ids``
-    (N,) 0-based, ``scores`` (N,) float32 (the layout of the ``instances`` product)."""
+    (N,) 0-based, ``scores`` (N,) float32 (the layout of the ``instances`` product). An unreadable image:
+    an error, or under ``dataset.on_unreadable: skip`` left out and listed in the file's ``skipped``."""
     device = prepare_runtime(config)
     dataset = open_run_dataset(config)
     image_ids = shard_plan(config).product_ids(shard_index, PRODUCT)
@@ -171,7 +188,11 @@ def run_maskrcnn_infer(config: RunConfig, shard_index: int, checkpoint: Path, ou
             image_ids, description=f"maskrcnn shard {shard_index}", logger=logger,
             every=config.compute.progress_every,
         ):
-            image = dataset.image(image_id)
+            try:
+                image = dataset.image(image_id)
+            except DatasetError as error:
+                skip_or_raise(config, image_id, error, writer.skipped_ids)
+                continue
             found = predict_instances(model, image, mask_threshold=threshold)
             writer.add(
                 image_id,
