@@ -157,6 +157,9 @@ def test_dag_writes_every_product(finished_run: tuple[Path, Path]) -> None:
         for index in (0, 1):
             statistics = json.loads((run / product / f"shard-0000{index}.diagnostics.json").read_text())["statistics"]
             assert key in statistics and statistics["images"] > 0, (product, index)
+    # the images (long sides 72-96) lie inside cam.train.resize_long (64-96): none outside, none rescaled
+    cam_statistics = json.loads((run / "cam" / "shard-00000.diagnostics.json").read_text())["statistics"]
+    assert cam_statistics["outside_train_range"] == 0.0 and cam_statistics["rescaled_for_inference"] == 0.0
 
 
 @pytest.mark.slow
@@ -218,7 +221,8 @@ def test_exported_reference_cams_import_back_identically(finished_run: tuple[Pat
 
 @pytest.mark.slow
 def test_dag_on_real_voc_photos_with_efficientnet_lite0(tmp_path: Path) -> None:
-    """The VOC reader path end to end: real photos, XML / mask labels, ImageNet Lite0 weights."""
+    """The VOC reader path end to end: real photos, XML / mask labels, ImageNet Lite0 weights; CAMs
+    inferred at the training scale (``cam.infer.base_size: train_range``)."""
     config = {
         "name": "real",
         "shard_size": 2,
@@ -226,7 +230,7 @@ def test_dag_on_real_voc_photos_with_efficientnet_lite0(tmp_path: Path) -> None:
                     "train_split": "val", "infer_split": "val"},
         "cam": {"backbone": {"name": "efficientnet_lite0", "weights": "imagenet"},
                 "train": {"batch_size": 2, "epochs": 1, "crop_size": 128, "resize_long": [128, 160]},
-                "infer": {"scales": [1.0, 0.5]}},
+                "infer": {"scales": [1.0, 0.5], "base_size": "train_range"}},
         "irnet": {"backbone": {"name": "efficientnet_lite0", "weights": "imagenet"},
                   "train": {"batch_size": 2, "epochs": 1, "crop_size": 128}},
         "compute": {"device": "cpu", "threads": 1},
@@ -239,6 +243,9 @@ def test_dag_on_real_voc_photos_with_efficientnet_lite0(tmp_path: Path) -> None:
         # 2007_000063 has an XML naming a dog (11) and a chair (8)
         assert handle["2007_000063/class_ids"][()].tolist() == [8, 11]
         assert handle["2007_000063/cam_s1"].shape == (2, 375, 500)
+    # the photos (long side 500) are inferred at the training range's 160 px; the CAMs keep the photo's size
+    cam_statistics = json.loads((run / "cam" / "shard-00000.diagnostics.json").read_text())["statistics"]
+    assert cam_statistics["outside_train_range"] == 1.0 and cam_statistics["rescaled_for_inference"] == 1.0
     with h5py.File(run / "semantic" / "shard-00000.h5") as handle:
         assert handle["2007_000063/semantic_s1"].shape == (375, 500)
     assert summary_value((run / "evaluation" / "summary.md").read_text(), "instance pseudo labels, mAP^r@0.5")
