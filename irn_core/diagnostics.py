@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from irn_core.cam.infer import train_range_base_scale
 from irn_core.errors import InputError
 
 __all__ = [
@@ -303,11 +304,11 @@ def mean_statistics(per_image: Iterable[Mapping[str, float]]) -> dict[str, float
 def inference_scale_statistics(
     size: tuple[int, int], train_long_side: tuple[int, int], base_scale: float
 ) -> dict[str, float]:
-    """Whether an image of ``size`` (H, W) lies outside the CAM training's long-side range, and whether
-    its CAMs were inferred rescaled (``base_scale`` != 1): 1.0 or 0.0 each, to be averaged over images."""
-    low, high = train_long_side
+    """Whether an image of ``size`` (H, W) lies outside the CAM training's long-side range (its
+    :func:`~irn_core.cam.infer.train_range_base_scale` is not 1), and whether its CAMs were inferred
+    rescaled (``base_scale`` != 1): 1.0 or 0.0 each, to be averaged over images."""
     return {
-        "outside_train_range": float(not low <= max(size) <= high),
+        "outside_train_range": float(train_range_base_scale(*size, train_long_side) != 1.0),
         "rescaled_for_inference": float(base_scale != 1.0),
     }
 
