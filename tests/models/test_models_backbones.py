@@ -1,4 +1,4 @@
-"""Backbones: stage strides and channels, FixedBatchNorm, weight loading, EfficientNet-Lite0."""
+"""Backbones: stage strides and channels, FixedBatchNorm, weight loading, EfficientNet-Lite0 and -Lite2."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from irn_core.errors import ConfigError
 from irn_core.models import CAMNet, backbones
 from irn_core.models.backbones import (
     BACKBONE_NAMES,
-    EfficientNetLite0,
+    EFFICIENTNET_LITE_VARIANTS,
+    EfficientNetLite,
     FixedBatchNorm2d,
     SamePaddingConv2d,
     build_backbone,
@@ -33,7 +34,9 @@ EXPECTED_CHANNELS = {
     "resnet50": (64, 256, 512, 1024, 2048),
     "resnet101": (64, 256, 512, 1024, 2048),
     "efficientnet_lite0": (24, 24, 40, 112, 1280),
+    "efficientnet_lite2": (24, 24, 48, 120, 1280),
 }
+LITE_NAMES = ("efficientnet_lite0", "efficientnet_lite2")
 
 
 @pytest.mark.parametrize("name", BACKBONE_NAMES)
@@ -55,7 +58,7 @@ def test_stage_shapes_strides_and_no_dilation(name: str) -> None:
             assert module.stride == (1, 1)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0", "efficientnet_lite2"])
 def test_random_init_is_deterministic_under_seed(name: str) -> None:
     torch.manual_seed(3)
     first = build_backbone(name, weights=None).state_dict()
@@ -226,7 +229,7 @@ def test_imagenet_resnet_download_failures_raise_a_clear_error(tmp_path: Path, m
         backbones.resnet_imagenet_file("resnet18", download=False)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "efficientnet_lite0"])  # basic, bottleneck, MBConv blocks
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", *LITE_NAMES])  # basic, bottleneck, MBConv blocks
 def test_output_stride_8_keeps_parameters_and_gives_stride_8_features(name: str) -> None:
     torch.manual_seed(0)
     standard = build_backbone(name, weights=None)
@@ -275,12 +278,14 @@ def test_dilated_resnet_is_the_a_trous_form_of_the_imagenet_network(name: str) -
     torch.testing.assert_close(actual[:, :, ::4, ::4], expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
-def test_dilated_efficientnet_lite0_is_the_a_trous_form_of_the_imagenet_network() -> None:
-    state = _lite0_file()
-    original = EfficientNetLite0(FixedBatchNorm2d, stride32_stride=2).eval()
-    dilated = EfficientNetLite0(FixedBatchNorm2d, stride32_stride=1, stride16_stride=1, dilate=True).eval()
+@pytest.mark.parametrize("name", LITE_NAMES)
+def test_dilated_efficientnet_lite_is_the_a_trous_form_of_the_imagenet_network(name: str) -> None:
+    state = _lite_file(name)
+    variant = EFFICIENTNET_LITE_VARIANTS[name]
+    original = EfficientNetLite(variant, FixedBatchNorm2d, stride32_stride=2).eval()
+    dilated = EfficientNetLite(variant, FixedBatchNorm2d, stride32_stride=1, stride16_stride=1, dilate=True).eval()
     for network in (original, dilated):
-        backbones.load_exact(network, state, source="lite0", ignore_prefixes=("_fc.",))
+        backbones.load_exact(network, state, source=name, ignore_prefixes=("_fc.",))
     x = torch.randn(1, 3, 96, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = original(x)
@@ -306,27 +311,66 @@ def test_same_padding_conv_matches_tensorflow_rule() -> None:
         torch.testing.assert_close(out, expected)
 
 
-def _lite0_file() -> dict[str, torch.Tensor]:
-    return backbones.read_state_dict(backbones.efficientnet_lite0_imagenet_file())
+def _lite_file(name: str) -> dict[str, torch.Tensor]:
+    return backbones.read_state_dict(backbones.efficientnet_lite_imagenet_file(name))
 
 
-def test_efficientnet_lite0_loads_every_tensor_of_the_weight_file() -> None:
-    state = _lite0_file()
-    assert len(state) == 296
-    network = EfficientNetLite0(FixedBatchNorm2d, stride32_stride=2)
-    backbones.load_exact(network, state, source="lite0", ignore_prefixes=("_fc.",))
+@pytest.mark.parametrize(
+    ("name", "tensor_count", "block_count", "stride32_block"),
+    [("efficientnet_lite0", 296, 16, 11), ("efficientnet_lite2", 386, 21, 15)],
+)
+def test_efficientnet_lite_loads_every_tensor_of_the_weight_file(
+    name: str, tensor_count: int, block_count: int, stride32_block: int
+) -> None:
+    state = _lite_file(name)
+    assert len(state) == tensor_count
+    file_blocks = {int(match.group(1)) for key in state if (match := re.match(r"_blocks\.(\d+)\.", key))}
+    assert file_blocks == set(range(block_count)) == set(range(EFFICIENTNET_LITE_VARIANTS[name].block_count))
+    network = EfficientNetLite(EFFICIENTNET_LITE_VARIANTS[name], FixedBatchNorm2d, stride32_stride=2)
+    backbones.load_exact(network, state, source=name, ignore_prefixes=("_fc.",))
     loaded = network.state_dict()
     assert set(loaded) == {key for key in state if not key.startswith("_fc.")}
     assert all(torch.equal(loaded[key], state[key]) for key in loaded)
 
-    backbone = build_backbone("efficientnet_lite0")
+    backbone = build_backbone(name)
     assert len(backbone.state_dict()) == len(state) - 2  # everything but _fc.weight/_fc.bias
     assert torch.equal(backbone.stages[0][0].conv.weight, state["_conv_stem.weight"])
     assert torch.equal(backbone.stages[4][-1].norm.running_var, state["_bn1.running_var"])
-    assert torch.equal(backbone.stages[4][0]._depthwise_conv.weight, state["_blocks.11._depthwise_conv.weight"])
+    first = f"_blocks.{stride32_block}._depthwise_conv.weight"
+    assert torch.equal(backbone.stages[4][0]._depthwise_conv.weight, state[first])
     assert backbone.stages[4][0]._depthwise_conv.stride == (1, 1)  # the stride-32 stage made stride 1
     with pytest.raises(ConfigError, match="missing keys"):
-        backbones.load_exact(network, {k: v for k, v in state.items() if k != "_bn1.bias"}, source="lite0")
+        backbones.load_exact(network, {k: v for k, v in state.items() if k != "_bn1.bias"}, source=name)
+
+
+@pytest.mark.parametrize("name", LITE_NAMES)
+def test_efficientnet_lite_block_table_is_that_of_the_weight_file(name: str) -> None:
+    """Per block: kernel, expansion, input and output width as read from the file's tensors. The strides
+    are not in the file: the ImageNet test below checks them (wrong strides misclassify)."""
+    state = _lite_file(name)
+    variant = EFFICIENTNET_LITE_VARIANTS[name]
+    from_table = [
+        (kernel, expansion, in_channels if repeat == 0 else out_channels, out_channels)
+        for repeats, kernel, _stride, expansion, in_channels, out_channels in variant.stages
+        for repeat in range(repeats)
+    ]
+    from_file = []
+    for block in range(variant.block_count):
+        depthwise = state[f"_blocks.{block}._depthwise_conv.weight"]  # (hidden, 1, k, k)
+        project = state[f"_blocks.{block}._project_conv.weight"]  # (out, hidden, 1, 1)
+        expand = state.get(f"_blocks.{block}._expand_conv.weight")  # (hidden, in, 1, 1) or absent
+        in_channels = depthwise.shape[0] if expand is None else expand.shape[1]
+        from_file.append((depthwise.shape[-1], depthwise.shape[0] // in_channels, in_channels, project.shape[0]))
+    assert from_table == from_file
+    assert state["_conv_head.weight"].shape[:2] == (variant.head_channels, variant.stages[-1][5])
+
+
+def test_efficientnet_lite_split_follows_the_stride_two_blocks() -> None:
+    lite0 = EFFICIENTNET_LITE_VARIANTS["efficientnet_lite0"]
+    lite2 = EFFICIENTNET_LITE_VARIANTS["efficientnet_lite2"]
+    assert lite0.downsampling_blocks == (1, 3, 5, 11) and lite2.downsampling_blocks == (1, 4, 7, 15)
+    assert lite0.split == ((0, 2), (2, 3), (3, 5), (5, 11), (11, 16))  # the split Lite0 always had
+    assert lite2.split == ((0, 2), (2, 4), (4, 7), (7, 15), (15, 21))
 
 
 def _real_images(real_samples: Path, names: list[str], size: int) -> torch.Tensor:
@@ -337,33 +381,37 @@ def _real_images(real_samples: Path, names: list[str], size: int) -> torch.Tenso
     return torch.stack(images)
 
 
-def test_efficientnet_lite0_is_the_real_imagenet_network(real_samples: Path) -> None:
-    state = _lite0_file()
-    network = EfficientNetLite0(FixedBatchNorm2d, stride32_stride=2).eval()  # the original strides
-    backbones.load_exact(network, state, source="lite0", ignore_prefixes=("_fc.",))
+@pytest.mark.parametrize(("name", "least_confidence"), [("efficientnet_lite0", 0.3), ("efficientnet_lite2", 0.15)])
+def test_efficientnet_lite_is_the_real_imagenet_network(real_samples: Path, name: str, least_confidence: float) -> None:
+    state = _lite_file(name)
+    variant = EFFICIENTNET_LITE_VARIANTS[name]
+    network = EfficientNetLite(variant, FixedBatchNorm2d, stride32_stride=2).eval()  # the original strides
+    backbones.load_exact(network, state, source=name, ignore_prefixes=("_fc.",))
     names = ["voc/JPEGImages/2011_000025.jpg", "coco/images/000000343934.jpg", "coco/images/000000128372.jpg"]
-    x = _real_images(real_samples, names, 224)
+    size = variant.input_size  # 224 (Lite0), 260 (Lite2)
+    x = _real_images(real_samples, names, size)
     with torch.no_grad():
         features = network(x)
         logits = features.mean(dim=(2, 3)) @ state["_fc.weight"].T + state["_fc.bias"]  # the ImageNet head
-    assert features.shape == (3, 1280, 7, 7)
+    assert features.shape == (3, 1280, math.ceil(size / 32), math.ceil(size / 32))
     categories = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
     top = [categories[index] for index in logits.argmax(dim=1).tolist()]
     assert top == ["school bus", "motor scooter", "streetcar"]
-    assert float(logits.softmax(dim=1).amax(dim=1).min()) > 0.3
+    assert float(logits.softmax(dim=1).amax(dim=1).min()) > least_confidence
 
 
-def test_efficientnet_lite0_input_adapter_matches_stem_batchnorm_statistics(real_samples: Path) -> None:
+@pytest.mark.parametrize("name", LITE_NAMES)
+def test_efficientnet_lite_input_adapter_matches_stem_batchnorm_statistics(real_samples: Path, name: str) -> None:
     """The stem's BatchNorm running statistics describe the inputs the network was trained on:
     with the TensorFlow-Lite input map, real images give stem activations of the recorded variance."""
-    state = _lite0_file()
+    state = _lite_file(name)
     names = [f"voc/JPEGImages/{name}.jpg" for name in ("2007_000063", "2011_000003", "2011_000006", "2011_000025")]
     names += [f"coco/images/{name}.jpg" for name in ("000000000089", "000000128372", "000000194216", "000000343934")]
     x = _real_images(real_samples, names, 224)
     log_variance_ratio = {}
     for adapter in ("tensorflow_lite", "none"):
-        network = EfficientNetLite0(FixedBatchNorm2d, input_adapter=adapter)
-        backbones.load_exact(network, state, source="lite0", ignore_prefixes=("_fc.",))
+        network = EfficientNetLite(EFFICIENTNET_LITE_VARIANTS[name], FixedBatchNorm2d, input_adapter=adapter)
+        backbones.load_exact(network, state, source=name, ignore_prefixes=("_fc.",))
         with torch.no_grad():
             stem = network._conv_stem(network.input_adapter(x))
         live = network._bn0.running_var > 1e-3

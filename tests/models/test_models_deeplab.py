@@ -13,7 +13,7 @@ from irn_core.models.backbones import build_backbone
 from irn_core.models.deeplab import ASPPv2, DeepLabV2
 
 
-@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0", "efficientnet_lite2"])
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_logits_have_the_output_stride(name: str, output_stride: int) -> None:
     torch.manual_seed(0)

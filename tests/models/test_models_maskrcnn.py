@@ -18,7 +18,7 @@ from irn_core.models.maskrcnn import (
 )
 
 
-@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0", "efficientnet_lite2"])
 def test_pyramid_strides_4_to_64(name: str) -> None:
     torch.manual_seed(0)
     pyramid = FeaturePyramidBackbone(restore_last_stride(build_backbone(name, weights="none")), out_channels=16)
