@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -230,3 +231,143 @@ def test_main_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_main_needs_a_source(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         build_set.main(["--out", str(tmp_path / "out")])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Oxford-IIIT Pet layout
+
+#: A trimap of HEIGHT x WIDTH: background (2), a pet (1) at rows 10-39, columns 10-29, a 2-px border (3) around it.
+def _trimap(pet: bool = True) -> np.ndarray:
+    trimap = np.full((HEIGHT, WIDTH), 2, dtype=np.uint8)
+    if pet:
+        trimap[8:42, 8:32] = 3
+        trimap[10:40, 10:30] = 1
+    return trimap
+
+
+def _pets_layout(root: Path, listed: dict[str, int], unlisted: tuple[str, ...] = ()) -> build_set.PetsSource:
+    """``images/<name>.jpg`` (random RGB) with ``annotations/trimaps/<name>.png`` for every name;
+    ``listed`` names are in ``annotations/list.txt`` with their species (1 cat, 2 dog)."""
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    for name in (*listed, *unlisted):
+        _write_image(root / "images" / f"{name}.jpg")
+        Image.fromarray(_trimap()).save(root / "annotations" / "trimaps" / f"{name}.png")
+    lines = ["#Image CLASS-ID SPECIES BREED ID"] + [f"{name} 1 {species} 1" for name, species in listed.items()]
+    (root / "annotations" / "list.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return build_set.PetsSource(root)
+
+
+def test_pets_source_pet_instance_border_void_and_odd_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from irn_core.data.coco import VOID_LABEL, COCODataset
+
+    source = _pets_layout(tmp_path / "pets", {"Bengal_1": 1, "beagle_1": 2, "Bengal_2": 1, "Bengal_3": 1,
+                                              "Bengal_4": 1, "Bengal_5": 1}, unlisted=("pug_1",))
+    images = source.root / "images"
+    gray = np.random.default_rng(1).integers(0, 256, (HEIGHT, WIDTH), dtype=np.uint8)
+    Image.fromarray(gray).save(images / "beagle_1.jpg")  # a grey-level JPEG: converted
+    opaque = np.full((HEIGHT, WIDTH, 4), 255, dtype=np.uint8)
+    opaque[:, :, 0] = 90
+    Image.fromarray(opaque).save(images / "Bengal_2.jpg", format="PNG")  # an opaque RGBA PNG named .jpg: converted
+    see_through = opaque.copy()
+    see_through[0, 0, 3] = 0
+    Image.fromarray(see_through).save(images / "Bengal_3.jpg", format="PNG")  # transparent pixels: skipped
+    (images / "Bengal_4.jpg").write_bytes(b"not a picture")  # undecodable: skipped
+    Image.fromarray(_trimap(pet=False)).save(source.root / "annotations" / "trimaps" / "Bengal_5.png")  # no pet
+    (images / "Bengal_1.mat").write_bytes(b"MATLAB 5.0 MAT-file")  # not a photo: ignored
+    output = tmp_path / "out"
+    with caplog.at_level("INFO", logger="build_set"):
+        counts = build_set.build([source], output, long_side=30)  # 60 x 40 -> 30 x 20
+
+    assert counts["images"] == 4 and counts["cat"] == 2 and counts["dog"] == 2
+    skipped = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
+    assert len(skipped) == 3
+    assert "Bengal_3.jpg skipped: PNG RGBA with transparent pixels" in skipped[0]
+    assert "Bengal_4.jpg skipped: not a decodable image" in skipped[1]
+    assert "Bengal_5.jpg skipped: its trimap has no pet pixel" in skipped[2]
+    assert "pug_1.jpg is not in list.txt: dog by its name" in caplog.text
+    assert "1 files in images/ that are not photos ignored (Bengal_1.mat)" in caplog.text
+
+    dataset = COCODataset(output / "images", output / "instances.json")
+    assert dataset.ids() == ["Bengal_1", "Bengal_2", "beagle_1", "pug_1"]
+    assert dataset.class_names[_voc_id("cat") - 1] == "cat" and dataset.class_names[_voc_id("dog") - 1] == "dog"
+    for image_id in dataset.ids():
+        assert dataset.image(image_id).shape == (30, 20, 3)
+    assert dataset.class_labels("beagle_1").tolist() == [_voc_id("dog") - 1]
+    assert dataset.class_labels("Bengal_2").tolist() == [_voc_id("cat") - 1]
+    assert dataset.image("Bengal_2")[:, :, 0].mean() == pytest.approx(90, abs=3)  # the RGBA colour kept
+    # The trimap resized nearest-neighbour: pet rows 5-19, columns 5-14; border 4-20 x 4-15 around it.
+    expected = np.zeros((30, 20), dtype=np.uint8)
+    expected[4:21, 4:16] = VOID_LABEL
+    expected[5:20, 5:15] = _voc_id("cat")
+    np.testing.assert_array_equal(dataset.semantic_mask("Bengal_1"), expected)
+    masks, class_ids = dataset.instance_masks("Bengal_1")  # one object: the border is no instance
+    assert masks.shape == (1, 30, 20) and class_ids.tolist() == [_voc_id("cat") - 1]
+    np.testing.assert_array_equal(masks[0], expected == _voc_id("cat"))
+    crowd = dataset.annotations("Bengal_1", crowd=True)
+    assert len(crowd) == 1 and crowd[0]["category_id"] == _voc_id("cat")
+
+
+def test_pets_source_bad_annotations_name_the_file(tmp_path: Path) -> None:
+    source = _pets_layout(tmp_path / "pets", {"Bengal_1": 1})
+    trimap = _trimap()
+    trimap[0, 0] = 7
+    Image.fromarray(trimap).save(source.root / "annotations" / "trimaps" / "Bengal_1.png")
+    with pytest.raises(ValueError, match=r"Bengal_1\.png: trimap values \[7\]"):
+        build_set.build([source], tmp_path / "out")
+    Image.fromarray(_trimap()[:-1]).save(source.root / "annotations" / "trimaps" / "Bengal_1.png")
+    with pytest.raises(ValueError, match=r"Bengal_1\.png: trimap size \(59, 40\) differs"):
+        build_set.build([source], tmp_path / "out")
+    (source.root / "annotations" / "list.txt").write_text("Bengal_1 1 3 1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"list\.txt, line 1: expected"):
+        build_set.build([source], tmp_path / "out")
+
+
+def test_pets_hidden_checks_refused_unless_allowed(tmp_path: Path) -> None:
+    hidden = _pets_layout(tmp_path / "PetClassification" / "data", {"Bengal_1": 1})
+    with pytest.raises(ValueError, match="PetClassification is kept aside"):
+        build_set.build([hidden], tmp_path / "refused")
+    assert build_set.build([hidden], tmp_path / "allowed", allow_hidden=True)["cat"] == 1
+    penn_fudan = tmp_path / "PennFudanPed"
+    (penn_fudan / "PedMasks").mkdir(parents=True)
+    with pytest.raises(ValueError, match="Penn-Fudan"):
+        build_set.build([build_set.PetsSource(penn_fudan)], tmp_path / "refused")
+
+
+def test_val_split_by_id_hash_read_by_the_coco_reader(tmp_path: Path) -> None:
+    from irn_core.data.coco import COCODataset
+
+    names = {f"Bengal_{index}": 1 for index in range(1, 21)}
+    source = _pets_layout(tmp_path / "pets", names)
+    output = tmp_path / "out"
+    counts = build_set.build([source], output, long_side=0, val_fraction=0.3)
+    val_ids = sorted(name for name in names if build_set.is_val_image(name, 0.3))
+    assert 0 < len(val_ids) < 20 and counts["val_images"] == len(val_ids) and counts["train_images"] == 20 - len(val_ids)
+    # the rule: the first 8 bytes of the id's SHA-256 below the fraction; a larger fraction only adds images
+    assert build_set.is_val_image("Bengal_1", 0.3) == (
+        int.from_bytes(hashlib.sha256(b"Bengal_1").digest()[:8], "big") < 0.3 * 2**64)
+    assert set(val_ids) <= {name for name in names if build_set.is_val_image(name, 0.6)}
+    dataset = COCODataset(splits={split: (output / "images", output / f"instances_{split}.json")
+                                  for split in ("train", "val")})
+    assert sorted(dataset.ids("val")) == val_ids
+    assert sorted(dataset.ids()) == sorted(names)
+    whole = _read_output(output)
+    merged = dataset.ground_truth("all")
+    assert sorted(merged.getAnnIds()) == [annotation["id"] for annotation in whole["annotations"]]
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        build_set.write_splits(output, 1.0)
+
+
+def test_main_pets_with_yolo_and_val_fraction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _pets_layout(tmp_path / "pets", {"Bengal_1": 1, "beagle_1": 2})
+    yolo = _yolo_source(tmp_path / "yolo", {"000000100001": [_yolo_line(DOG, DOG_POINTS)]})
+    output = tmp_path / "out"
+    assert build_set.main([
+        "--pets-source", str(source.root), "--yolo-source", str(yolo.image_dir), str(yolo.label_dir),
+        "--out", str(output), "--long-side", "30", "--val-fraction", "0.5",
+    ]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["images"] == 3 and counts["cat"] == 1 and counts["dog"] == 2
+    assert counts["train_images"] + counts["val_images"] == 3
+    assert (output / "instances_train.json").is_file() and (output / "instances_val.json").is_file()
+    with pytest.raises(SystemExit):
+        build_set.main(["--pets-source", str(source.root), "--out", str(output), "--val-fraction", "1.5"])

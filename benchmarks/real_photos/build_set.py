@@ -1,4 +1,4 @@
-"""Build the real-photo check set: COCO photos of the 20 PASCAL VOC classes, as a COCO dataset.
+"""Build the real-photo check sets: photos of the 20 PASCAL VOC classes, as a COCO dataset.
 
 Usage::
 
@@ -6,9 +6,10 @@ Usage::
         --source SOURCE_ROOT/annotations/instances_train2017.json SOURCE_ROOT/train2017 \
         --source SOURCE_ROOT/annotations/instances_val2017.json SOURCE_ROOT/val2017 \
         [--yolo-source YOLO_ROOT/images/train2017 YOLO_ROOT/labels/train2017] \
-        [--long-side 320] [--skip-images N] [--max-images N]
+        [--pets-source PETS_ROOT] \
+        [--long-side 320] [--skip-images N] [--max-images N] [--val-fraction F]
 
-Two kinds of source, repeatable and combinable (at least one source in all):
+Three kinds of source, repeatable and combinable (at least one source in all):
 
 - ``--source INSTANCES_JSON IMAGE_DIR``: a COCO instances JSON and the folder of its images;
 - ``--yolo-source IMAGE_DIR LABEL_DIR``: the Ultralytics/YOLO segmentation layout (as in
@@ -19,6 +20,19 @@ Two kinds of source, repeatable and combinable (at least one source in all):
   image's size is read from its file); the record's ``coco_id`` is the stem as a number when it is
   all digits, else null. A malformed line (odd number of coordinates, fewer than 3 points, class
   index out of range, not a number) is an error naming the label file and the line.
+- ``--pets-source DIR``: the Oxford-IIIT Pet layout (as in ``Naveen-Dodda/Sample_Pets_dataset``):
+  photos ``DIR/images/<Breed>_<n>.jpg`` (other files there, e.g. ``.mat``, are ignored), trimaps
+  ``DIR/annotations/trimaps/<same stem>.png`` (1 pet, 2 background, 3 border), species in
+  ``DIR/annotations/list.txt`` (``<name> <class_id> <species> <breed_id>``, species 1 = VOC ``cat``,
+  2 = ``dog``; a photo missing from it gets the README's rule: cat breeds are capitalised). One pet per
+  photo: the pet region is one non-crowd instance; the border band is a crowd region of the same class,
+  so it is void (255) in the semantic ground truth, no instance to find, and ignored by COCO mask AP.
+  Grey-level, palette and opaque RGBA photos are converted to RGB; a photo that cannot be decoded, is
+  animated or has transparent pixels, has no trimap, or whose trimap has no pet pixel is skipped with a
+  logged reason. A trimap of another size or with a value outside 1..3, or a malformed ``list.txt``
+  line, is an error naming the file. ``simonhansen1999/PetClassification`` (its name in the path) and
+  the Penn-Fudan pedestrians (``PNGImages``/``PedMasks`` folders) are refused, being hidden checks;
+  ``--allow-hidden-check`` lifts that, for the reviewer's check only.
 
 The script keeps the images that hold at least one non-crowd instance of a VOC class, keeps only the
 annotations of VOC classes (objects of the other 60 COCO classes become background, as when VOC is
@@ -30,7 +44,10 @@ scales its polygons (RLE masks are decoded, resized nearest-neighbour and re-enc
     OUT/instances.json        categories 1..20 = the VOC classes in the reference order
 
 which ``irn_core`` reads with ``dataset: {kind: coco, root: OUT/images, annotation_file:
-OUT/instances.json, train_split: all, infer_split: all}``. Images listed in several sources are
+OUT/instances.json, train_split: all, infer_split: all}``. ``--val-fraction F`` also writes
+``OUT/instances_train.json`` and ``OUT/instances_val.json`` (an image is in val when the SHA-256 of
+its id, the file stem, read as a fraction, is below F: seed-free and stable when images are added),
+read with ``dataset.coco_splits`` (``train`` and ``val``; the split ``all`` is their union). Images listed in several sources are
 taken once (the first source on the command line wins); the output is sorted by file name and is the
 same for the same inputs. Images of COCO's ``coco128`` set (the first 128 images of train2017, ids up
 to 650) are refused, because coco128-seg is kept aside as an independent check: in a COCO source, the
@@ -46,6 +63,7 @@ repositories with small COCO 2017 subsets and their instances JSONs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -103,8 +121,13 @@ YOLO_CLASSES: tuple[str, ...] = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
     "hair drier", "toothbrush",
 )
-#: Image files of a YOLO source (compared in lower case).
+#: Image files of a YOLO or pets source (compared in lower case).
 YOLO_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+#: Oxford-IIIT Pet ``list.txt`` species -> VOC class; trimap values.
+PET_SPECIES: dict[str, str] = {"1": "cat", "2": "dog"}
+TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
+#: Picture modes a pets photo may have (converted to RGB when written).
+PHOTO_MODES = frozenset({"RGB", "L", "P", "RGBA", "LA", "PA", "CMYK", "YCbCr"})
 
 
 def scale_factor(height: int, width: int, long_side: int) -> float:
@@ -166,6 +189,16 @@ class YoloSource(NamedTuple):
 
     image_dir: Path
     label_dir: Path
+
+
+class PetsSource(NamedTuple):
+    """An Oxford-IIIT Pet layout (``--pets-source``): ``images/``, ``annotations/trimaps/``, ``annotations/list.txt``."""
+
+    root: Path
+
+
+Source = CocoSource | YoloSource | PetsSource | tuple[Path, Path]
+"""Any kind of source; a plain pair is a COCO source (instances JSON, image folder)."""
 
 
 class SourceImage(NamedTuple):
@@ -283,10 +316,153 @@ def yolo_source_images(source: YoloSource, *, allow_coco128: bool = False) -> It
         yield SourceImage(image, read_yolo_labels(label_dir / f"{image_file.stem}.txt", (height, width)), image_dir)
 
 
+def read_pet_species(list_file: Path) -> dict[str, str]:
+    """``annotations/list.txt`` of an Oxford-IIIT Pet layout: image name -> VOC class (``cat``/``dog``).
+
+    Each line is ``<name> <class_id> <species> <breed_id>`` with species 1 = cat, 2 = dog; ``#`` lines
+    are comments. A malformed line is an error naming the file and the line. No file: an empty mapping.
+    """
+    if not list_file.is_file():
+        return {}
+    species: dict[str, str] = {}
+    for line_number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 4 or fields[2] not in PET_SPECIES:
+            raise ValueError(
+                f"{list_file}, line {line_number}: expected '<name> <class_id> <species 1|2> <breed_id>', got {line!r}"
+            )
+        species[fields[0]] = PET_SPECIES[fields[2]]
+    return species
+
+
+def pet_species_of_name(name: str) -> str:
+    """The Oxford-IIIT Pet naming rule for images missing from list.txt: cat breeds are capitalised
+    (``Abyssinian_1``), dog breeds are not (``american_bulldog_1``)."""
+    return "cat" if name[:1].isupper() else "dog"
+
+
+def _refuse_hidden_pets(root: Path, allow_hidden: bool) -> None:
+    """Refuse the data sets kept aside as hidden checks: simonhansen1999/PetClassification (by its name in
+    the path) and the Penn-Fudan pedestrians (their ``PNGImages``/``PedMasks`` folders)."""
+    if allow_hidden:
+        return
+    if "petclassification" in str(root.resolve()).lower():
+        raise ValueError(f"{root}: PetClassification is kept aside as a hidden check (--allow-hidden-check is for "
+                         "the reviewer's check only)")
+    if (root / "PedMasks").is_dir() or (root / "PNGImages").is_dir():
+        raise ValueError(f"{root}: a Penn-Fudan pedestrian layout, kept aside as a hidden check "
+                         "(--allow-hidden-check is for the reviewer's check only)")
+
+
+def _photo_problem(image_file: Path) -> str | None:
+    """Why a photo cannot be used (None: it can): not decodable, animated, or with transparent pixels.
+
+    Grey-level, palette and opaque RGBA/LA pictures are usable: the writer converts them to RGB.
+    """
+    try:
+        with Image.open(image_file) as picture:
+            picture.load()
+            if getattr(picture, "n_frames", 1) > 1:
+                return f"animated {picture.format} with {picture.n_frames} frames"
+            if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+                alpha = np.asarray(picture.convert("RGBA"))[:, :, 3]
+                if int(alpha.min()) < 255:
+                    return f"{picture.format} {picture.mode} with transparent pixels"
+            if picture.mode not in PHOTO_MODES:
+                return f"unsupported picture mode {picture.mode!r}"
+    except (OSError, SyntaxError, ValueError) as error:  # what Pillow raises for undecodable files
+        return f"not a decodable image ({type(error).__name__}: {error})"
+    return None
+
+
+def read_trimap(trimap_file: Path, size: tuple[int, int]) -> np.ndarray:
+    """An Oxford-IIIT Pet trimap (1 pet, 2 background, 3 border) of an image of ``size`` (H, W): (H, W) uint8.
+
+    A size other than the image's or a value outside 1..3 is an error naming the file.
+    """
+    with Image.open(trimap_file) as picture:
+        trimap = np.asarray(picture)
+    if trimap.ndim != 2:
+        raise ValueError(f"{trimap_file}: a trimap has one channel, got shape {trimap.shape}")
+    if trimap.shape != size:
+        raise ValueError(f"{trimap_file}: trimap size {trimap.shape} differs from its image's {size}")
+    values = set(np.unique(trimap).tolist())
+    if not values <= {TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER}:
+        raise ValueError(f"{trimap_file}: trimap values {sorted(values - {1, 2, 3})} outside 1 (pet), 2, 3 (border)")
+    return trimap
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    encoded["counts"] = encoded["counts"].decode("ascii")
+    return encoded
+
+
+def trimap_annotations(trimap: np.ndarray, voc_class: str) -> list[dict[str, Any]]:
+    """The pet (value 1) as one non-crowd RLE instance, the border band (3) as a crowd region of the same
+    class: void in the semantic ground truth and ignored by COCO mask AP, never an object to find."""
+    annotations = [{"id": 1, "segmentation": _rle(trimap == TRIMAP_PET), "iscrowd": 0, "voc_class": voc_class}]
+    if (trimap == TRIMAP_BORDER).any():
+        annotations.append(
+            {"id": 2, "segmentation": _rle(trimap == TRIMAP_BORDER), "iscrowd": 1, "voc_class": voc_class}
+        )
+    return annotations
+
+
+def pets_source_images(source: PetsSource, *, allow_hidden: bool = False) -> Iterator[SourceImage]:
+    """Every usable photo of an Oxford-IIIT Pet layout, by file name, with its pet and border annotations.
+
+    Photos are ``images/*.jpg|jpeg|png`` (other files there, such as ``.mat``, are ignored); the mask is
+    ``annotations/trimaps/<stem>.png``; the species comes from ``annotations/list.txt`` (species 1 = cat,
+    2 = dog), for a photo missing from it from the capitalisation rule of the Oxford-IIIT Pet README
+    (:func:`pet_species_of_name`). Skipped with a logged reason: a photo that is not decodable, animated
+    or has transparent pixels, one without a trimap, one whose trimap has no pet pixel.
+    """
+    root = Path(source.root)
+    image_dir, trimap_dir = root / "images", root / "annotations" / "trimaps"
+    _refuse_hidden_pets(root, allow_hidden)
+    if not image_dir.is_dir() or not trimap_dir.is_dir():
+        raise FileNotFoundError(f"pets source {root}: needs the folders images/ and annotations/trimaps/")
+    species = read_pet_species(root / "annotations" / "list.txt")
+    files = sorted(path for path in image_dir.iterdir() if path.is_file())
+    ignored = [path.name for path in files if path.suffix.lower() not in YOLO_IMAGE_SUFFIXES]
+    if ignored:
+        LOGGER.info("pets source %s: %d files in images/ that are not photos ignored (%s)", root, len(ignored),
+                    ", ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else ""))
+    for image_file in (path for path in files if path.suffix.lower() in YOLO_IMAGE_SUFFIXES):
+        problem = _photo_problem(image_file)
+        trimap_file = trimap_dir / f"{image_file.stem}.png"
+        if problem is None and not trimap_file.is_file():
+            problem = f"no trimap {trimap_file.name}"
+        if problem is not None:
+            LOGGER.warning("pets source: %s skipped: %s", image_file, problem)
+            continue
+        with Image.open(image_file) as picture:
+            width, height = picture.size
+            mode = picture.mode
+        trimap = read_trimap(trimap_file, (height, width))
+        if not (trimap == TRIMAP_PET).any():
+            LOGGER.warning("pets source: %s skipped: its trimap has no pet pixel", image_file)
+            continue
+        if mode != "RGB":
+            LOGGER.info("pets source: %s is %s, converted to RGB", image_file, mode)
+        voc_class = species.get(image_file.stem)
+        if voc_class is None:
+            voc_class = pet_species_of_name(image_file.stem)
+            LOGGER.info("pets source: %s is not in list.txt: %s by its name", image_file, voc_class)
+        image = {"id": None, "file_name": image_file.name, "height": height, "width": width}
+        yield SourceImage(image, trimap_annotations(trimap, voc_class), image_dir)
+
+
 def source_images(
-    source: CocoSource | YoloSource | tuple[Path, Path], *, allow_coco128: bool = False
+    source: Source, *, allow_coco128: bool = False,
+    allow_hidden: bool = False,
 ) -> Iterator[SourceImage]:
-    """The images of either kind of source (a plain pair is a COCO source: instances JSON, image folder)."""
+    """The images of any kind of source (a plain pair is a COCO source: instances JSON, image folder)."""
+    if isinstance(source, PetsSource):
+        return pets_source_images(source, allow_hidden=allow_hidden)
     if isinstance(source, YoloSource):
         return yolo_source_images(source, allow_coco128=allow_coco128)
     return coco_source_images(CocoSource(Path(source[0]), Path(source[1])), allow_coco128=allow_coco128)
@@ -298,13 +474,13 @@ def _is_kept(annotations: Sequence[dict[str, Any]]) -> bool:
 
 
 def collect_records(
-    sources: Sequence[CocoSource | YoloSource | tuple[Path, Path]], *, allow_coco128: bool = False
+    sources: Sequence[Source], *, allow_coco128: bool = False, allow_hidden: bool = False
 ) -> dict[str, SourceImage]:
     """The kept images of all sources by file name; an image in several sources is taken from the first."""
     records: dict[str, SourceImage] = {}
     for source in sources:
         seen = kept = 0
-        for record in source_images(source, allow_coco128=allow_coco128):
+        for record in source_images(source, allow_coco128=allow_coco128, allow_hidden=allow_hidden):
             seen += 1
             name = record.image["file_name"]
             if name in records or not _is_kept(record.annotations):
@@ -313,7 +489,7 @@ def collect_records(
                 raise FileNotFoundError(f"{source[0]}: image {name} is not in {record.image_dir}")
             records[name] = record
             kept += 1
-        kind = "YOLO" if isinstance(source, YoloSource) else "COCO"
+        kind = {YoloSource: "YOLO", PetsSource: "pets"}.get(type(source), "COCO")
         LOGGER.info("%s source %s: %d images, %d new ones kept", kind, source[0], seen, kept)
     return records
 
@@ -358,42 +534,81 @@ def write_set(records: dict[str, SourceImage], names: Sequence[str], output: Pat
             })
             if not annotation.get("iscrowd", 0):
                 per_class[annotation["voc_class"]] += 1
-    payload = {"info": {"description": "COCO 2017 photos of the 20 VOC classes (irn real-photo check set)"},
+    payload = {"info": {"description": "real photos of the 20 VOC classes (irn real-photo check set)"},
                "images": images, "annotations": annotations, "categories": categories}
     (output / "instances.json").write_text(json.dumps(payload), encoding="utf-8")
     LOGGER.info("wrote %d images, %d instances to %s", len(images), len(annotations), output)
     return {"images": len(images), "instances": len(annotations), **per_class}
 
 
+def is_val_image(image_id: str, val_fraction: float) -> bool:
+    """Whether image ``image_id`` (file stem) is in val: the first 8 bytes of the SHA-256 of the id, as a
+    fraction of 2**64, are below ``val_fraction``. Seed-free, and an image keeps its split when others are
+    added or removed."""
+    digest = hashlib.sha256(image_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def write_splits(output: Path, val_fraction: float) -> dict[str, int]:
+    """Split ``output/instances.json`` into ``instances_train.json`` and ``instances_val.json`` (same
+    categories; the images of each split and their annotations, ids unchanged) by :func:`is_val_image`.
+
+    Read with ``dataset.coco_splits`` (see the README). Returns the image count of each split.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    data = json.loads((output / "instances.json").read_text(encoding="utf-8"))
+    counts = {}
+    for split in ("train", "val"):
+        images = [image for image in data["images"]
+                  if is_val_image(Path(image["file_name"]).stem, val_fraction) == (split == "val")]
+        kept = {image["id"] for image in images}
+        annotations = [annotation for annotation in data["annotations"] if annotation["image_id"] in kept]
+        payload = {**data, "images": images, "annotations": annotations}
+        (output / f"instances_{split}.json").write_text(json.dumps(payload), encoding="utf-8")
+        counts[f"{split}_images"] = len(images)
+    LOGGER.info("split %s: %d train, %d val images", output, counts["train_images"], counts["val_images"])
+    return counts
+
+
 def build(
-    sources: Sequence[CocoSource | YoloSource | tuple[Path, Path]], output: Path, *, long_side: int = 320,
+    sources: Sequence[Source], output: Path, *, long_side: int = 320,
     max_images: int | None = None, skip_images: int = 0, allow_coco128: bool = False,
+    allow_hidden: bool = False, val_fraction: float | None = None,
 ) -> dict[str, int]:
     """Write ``output/images`` and ``output/instances.json``; returns counts (images, instances, per class).
 
-    ``sources`` are ``CocoSource`` or ``YoloSource`` (a plain pair is a COCO source), read in order.
-    The kept images are sorted by file name; the first ``skip_images`` are left out, then at most
+    ``sources`` are ``CocoSource``, ``YoloSource`` or ``PetsSource`` (a plain pair is a COCO source), read
+    in order. The kept images are sorted by file name; the first ``skip_images`` are left out, then at most
     ``max_images`` are written (``skip_images=120`` gives the held-out set disjoint from the 120-image one).
-    ``allow_coco128`` lifts the coco128 refusal: for the reviewer's hidden check only.
+    ``allow_coco128`` lifts the coco128 refusal, ``allow_hidden`` that of PetClassification and Penn-Fudan:
+    for the reviewer's hidden check only. ``val_fraction``: also write the train/val split files
+    (:func:`write_splits`); the counts then hold ``train_images`` and ``val_images``.
     """
     if allow_coco128:
         LOGGER.warning("coco128 refusal lifted (--allow-coco128): for the reviewer's hidden check only")
-    records = collect_records(sources, allow_coco128=allow_coco128)
+    if allow_hidden:
+        LOGGER.warning("hidden-check refusal lifted (--allow-hidden-check): for the reviewer's hidden check only")
+    records = collect_records(sources, allow_coco128=allow_coco128, allow_hidden=allow_hidden)
     names = sorted(records)[skip_images:]
     if max_images is not None:
         names = names[:max_images]
-    return write_set(records, names, output, long_side=long_side)
+    counts = write_set(records, names, output, long_side=long_side)
+    if val_fraction is not None:
+        counts.update(write_splits(output, val_fraction))
+    return counts
 
 
 class _AppendSource(argparse.Action):
-    """Appends a ``--source`` or ``--yolo-source`` (its kind is ``const``) to one list, in command-line order."""
+    """Appends a ``--source``, ``--yolo-source`` or ``--pets-source`` (its kind is ``const``) to one list, in
+    command-line order."""
 
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
         option_string: str | None = None,
     ) -> None:
         sources = list(getattr(namespace, self.dest, None) or [])
-        sources.append(self.const(Path(values[0]), Path(values[1])))
+        sources.append(self.const(*(Path(value) for value in values)))
         setattr(namespace, self.dest, sources)
 
 
@@ -403,6 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar=("INSTANCES_JSON", "IMAGE_DIR"), help="a COCO source (repeatable)")
     parser.add_argument("--yolo-source", nargs=2, action=_AppendSource, const=YoloSource, dest="sources",
                         metavar=("IMAGE_DIR", "LABEL_DIR"), help="a YOLO segmentation source (repeatable)")
+    parser.add_argument("--pets-source", nargs=1, action=_AppendSource, const=PetsSource, dest="sources",
+                        metavar="DIR", help="an Oxford-IIIT Pet layout (images/, annotations/trimaps/; repeatable)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--long-side", type=int, default=320, help="resize so the long side is this (0: keep)")
     parser.add_argument("--max-images", type=int)
@@ -410,13 +627,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--allow-coco128", action="store_true",
                         help="do not refuse coco128 images: for the reviewer's hidden check only; our own sets never "
                              "use it")
+    parser.add_argument("--allow-hidden-check", action="store_true",
+                        help="do not refuse PetClassification / Penn-Fudan: for the reviewer's hidden check only")
+    parser.add_argument("--val-fraction", type=float,
+                        help="also write instances_train.json / instances_val.json, about this share of the images "
+                             "in val (by a hash of the image id)")
     arguments = parser.parse_args(argv)
     if not arguments.sources:
-        parser.error("give at least one --source or --yolo-source")
+        parser.error("give at least one --source, --yolo-source or --pets-source")
+    if arguments.val_fraction is not None and not 0 < arguments.val_fraction < 1:
+        parser.error(f"--val-fraction must be between 0 and 1 (exclusive), got {arguments.val_fraction}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     counts = build(arguments.sources, arguments.out, long_side=arguments.long_side,
                    max_images=arguments.max_images, skip_images=arguments.skip_images,
-                   allow_coco128=arguments.allow_coco128)
+                   allow_coco128=arguments.allow_coco128, allow_hidden=arguments.allow_hidden_check,
+                   val_fraction=arguments.val_fraction)
     sys.stdout.write(json.dumps(counts, indent=1) + "\n")
     return 0
 

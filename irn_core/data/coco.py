@@ -95,6 +95,7 @@ class COCODataset:
                 raise DatasetError(f"{annotation_file}: COCODataset needs the image folder")
             self._parts = [_load_part("all", image_dir, annotation_file)]
         self._single = splits is None
+        self._merged: COCO | None = None
         first = self._parts[0]
         self.image_dir = first.image_dir
         self.annotation_file = first.annotation_file
@@ -150,13 +151,43 @@ class COCODataset:
         return self._parts[0].coco
 
     def ground_truth(self, split: str | None = None) -> COCO:
-        """The pycocotools ``COCO`` object of ``split``'s annotation file (None or "all": the only file)."""
+        """The pycocotools ``COCO`` object of ``split``'s annotation file (None or "all": the only file, or,
+        with one file per split and no split named "all", every file merged: :meth:`merged_ground_truth`)."""
         if split in (None, "all") and len(self._parts) == 1:
             return self._parts[0].coco
         for part in self._parts:
             if part.split == split:
                 return part.coco
+        if split in (None, "all"):
+            return self.merged_ground_truth()
         raise DatasetError(f"{self!r}: no split {split!r} (splits: {', '.join(self.splits)})")
+
+    def merged_ground_truth(self) -> COCO:
+        """One pycocotools ``COCO`` object holding the images and annotations of every split's file (the
+        ground truth of ``ids("all")``, e.g. a run whose pseudo labels cover train and val). The files must
+        not share a COCO image id or annotation id (true of the train/val files cut from one file, as
+        ``benchmarks/real_photos/build_set.py --val-fraction`` writes them); a shared id raises DatasetError."""
+        if self._merged is None:
+            dataset: dict[str, list] = {"images": [], "annotations": [], "categories": []}
+            owner: dict[tuple[str, int], Path] = {}
+            for part in self._parts:
+                for key, records in (("images", part.coco.dataset["images"]),
+                                     ("annotations", part.coco.dataset["annotations"])):
+                    for record in records:
+                        earlier = owner.setdefault((key, int(record["id"])), part.annotation_file)
+                        if earlier != part.annotation_file:
+                            raise DatasetError(
+                                f"{part.annotation_file}: {key[:-1]} id {record['id']} is also in {earlier}; "
+                                "the splits cannot be merged into one ground truth"
+                            )
+                    dataset[key].extend(records)
+            dataset["categories"] = list(self._parts[0].coco.dataset["categories"])
+            merged = COCO()
+            merged.dataset = dataset
+            with contextlib.redirect_stdout(io.StringIO()):
+                merged.createIndex()
+            self._merged = merged
+        return self._merged
 
     @property
     def splits(self) -> list[str]:

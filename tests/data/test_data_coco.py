@@ -174,3 +174,40 @@ def test_generated_errors(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(DatasetError, match=r"broken\.json: unreadable COCO annotation file"):
         COCODataset(image_dir, tmp_path / "broken.json")
+
+
+def _split_files(tmp_path: Path, val_annotation_id: int) -> dict[str, tuple[Path, Path]]:
+    """Train (image 1, annotation 1) and val (image 2, annotation ``val_annotation_id``) files over one folder."""
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    splits = {}
+    for split, image_id, annotation_id in (("train", 1, 1), ("val", 2, val_annotation_id)):
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(image_dir / f"{split}_photo.jpg")
+        folder = tmp_path / split
+        folder.mkdir()
+        annotation_file = write_coco(
+            folder,
+            [{"id": image_id, "file_name": f"{split}_photo.jpg", "height": 10, "width": 10}],
+            [{"id": annotation_id, "image_id": image_id, "category_id": 2, "iscrowd": 0,
+              "segmentation": square(1, 1, 4), "area": 16.0, "bbox": [1, 1, 4, 4]}],
+        )
+        splits[split] = (image_dir, annotation_file)
+    return splits
+
+
+def test_ground_truth_of_all_merges_the_split_files(tmp_path: Path) -> None:
+    dataset = COCODataset(splits=_split_files(tmp_path, val_annotation_id=2))
+    assert dataset.ids() == ["train_photo", "val_photo"] and dataset.ids("val") == ["val_photo"]
+    merged = dataset.ground_truth("all")
+    assert merged is dataset.ground_truth(None)
+    assert sorted(merged.getImgIds()) == [1, 2] and sorted(merged.getAnnIds()) == [1, 2]
+    assert sorted(merged.getCatIds()) == [2, 5]
+    assert dataset.ground_truth("val").getImgIds() == [2]
+    with pytest.raises(DatasetError, match="no split 'test'"):
+        dataset.ground_truth("test")
+
+
+def test_ground_truth_of_all_refuses_shared_annotation_ids(tmp_path: Path) -> None:
+    dataset = COCODataset(splits=_split_files(tmp_path, val_annotation_id=1))
+    with pytest.raises(DatasetError, match="annotation id 1 is also in"):
+        dataset.ground_truth("all")
