@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from irn_core.config import RunConfig, load_config
@@ -231,3 +233,84 @@ def test_summary_warns_when_the_walk_lowers_miou(
     files["semantic"].write_text('{"mIoU": 0.25}')
     evaluate.run_summary(run_config, files, output)
     assert "Warnings" not in output.read_text()
+
+
+def test_cam_threshold_curve_at_the_evaluation_threshold_equals_the_cam_miou(
+    run_config: RunConfig, tmp_path: Path
+) -> None:
+    """Noisy CAMs (ties with the threshold included): the curve's point at 0.15 is the CAM mIoU exactly,
+    written to <prefix>_thresholds.csv and to the metrics."""
+    dataset = open_run_dataset(run_config)
+
+    def cams(image_id: str) -> tuple[dict[str, np.ndarray], dict]:
+        label = dataset.semantic_mask(image_id)
+        class_ids = dataset.class_labels(image_id)
+        generator = np.random.default_rng(len(image_id) + int(label.sum()) % 97)
+        cam_s1 = np.stack([(label == c + 1) * 0.5 + generator.uniform(0, 0.4, label.shape) for c in class_ids])
+        cam_s1 = cam_s1.astype(np.float32)
+        cam_s1[:, ::7, ::5] = np.float32(0.15)  # exact ties with the evaluation threshold: background wins
+        return {"cam_s1": cam_s1, "cam_s4": cam_s1[:, ::4, ::4], "class_ids": class_ids}, _size(label)
+
+    paths = _write_shards(run_config, "cam", cams)
+    metrics = evaluate.run_evaluate_cam(run_config, paths, tmp_path / "cam")
+    curve = metrics["threshold_curve"]
+    assert curve["thresholds"] == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6]
+    assert run_config.cam.eval_threshold == 0.15
+    assert curve["mIoU"][2] == metrics["mIoU"]
+    table = pd.read_csv(tmp_path / "cam_thresholds.csv", index_col=0)
+    assert list(table.columns) == ["mIoU", "foreground_fraction"] and table.index.name == "threshold"
+    assert table.loc[0.15, "mIoU"] == pytest.approx(metrics["mIoU"], abs=1e-12)
+    # foreground shrinks as the threshold rises; object pixels score >= 0.5, background < 0.4
+    fractions = curve["foreground_fraction"]
+    assert all(later <= earlier for earlier, later in zip(fractions, fractions[1:], strict=False))
+    assert metrics["best_threshold_mIoU"] == max(curve["mIoU"])
+    assert curve["best_threshold"] in (0.4, 0.45, 0.5) and metrics["best_threshold_mIoU"] > metrics["mIoU"]
+    assert (tmp_path / "cam_thresholds.md").is_file()
+
+
+def test_cam_threshold_curve_hand_case() -> None:
+    """One 1 x 4 image, one class (id 0): CAM 0.08, 0.22, 0.33, 0.58 on ground truth bg, bg, fg, fg.
+    Thresholds 0.25-0.30 keep exactly the two object pixels (mIoU 1); 0.05 labels all four as the class."""
+    curve = evaluate.CamThresholdCurve(evaluate.CAM_THRESHOLD_CURVE, 2)
+    cam = np.array([[[0.08, 0.22, 0.33, 0.58]]], np.float32)
+    truth = np.array([[0, 0, 1, 1]], np.uint8)
+    curve.add(cam, np.array([0]), truth)
+    miou = dict(zip(curve.thresholds, curve.miou(), strict=True))
+    assert miou[0.25] == miou[0.3] == 1.0
+    assert miou[0.05] == pytest.approx(0.25)  # background IoU 0, class IoU 2/4
+    assert miou[0.2] == pytest.approx((1 / 2 + 2 / 3) / 2)  # one background pixel labelled as the class
+    assert miou[0.35] == pytest.approx((2 / 3 + 1 / 2) / 2)  # one object pixel lost
+    assert miou[0.6] == pytest.approx(0.25)  # everything background: background IoU 2/4, class 0
+    assert curve.best() == (0.25, 1.0)
+    fractions = dict(zip(curve.thresholds, curve.foreground_fraction(), strict=True))
+    assert fractions[0.05] == 1.0 and fractions[0.25] == 0.5 and fractions[0.6] == 0.0
+    metrics = curve.metrics()
+    assert metrics["best_threshold_mIoU"] == 1.0 and metrics["threshold_curve"]["best_threshold"] == 0.25
+    # a void ground-truth pixel counts for no threshold; an image without classes is all background
+    curve.add(np.zeros((0, 1, 4), np.float32), np.zeros(0, np.int64), np.array([[0, 0, 255, 0]], np.uint8))
+    assert curve.confusions[:, 0, 0].min() >= 3 and int(curve.confusions.sum(axis=(1, 2))[0]) == 7
+    assert curve.foreground_fraction()[0] == 0.5  # (1 + 0) / 2
+
+
+def test_cam_top_and_labels_is_cam_labels_at_every_threshold() -> None:
+    generator = np.random.default_rng(5)
+    cam = np.round(generator.uniform(0, 0.6, (3, 9, 11)), 2).astype(np.float32)  # many exact ties
+    class_ids = np.array([2, 0, 5])
+    top, labels = evaluate.cam_top_and_labels(cam, class_ids)
+    for threshold in evaluate.CAM_THRESHOLD_CURVE:
+        expected = evaluate.cam_labels(cam, class_ids, threshold)
+        np.testing.assert_array_equal(np.where(top > np.float32(threshold), labels, 0), expected)
+
+
+def test_summary_shows_the_best_point_of_the_cam_threshold_curve(run_config: RunConfig, tmp_path: Path) -> None:
+    curve = evaluate.CamThresholdCurve(evaluate.CAM_THRESHOLD_CURVE, 2)
+    curve.add(np.array([[[0.08, 0.22, 0.33, 0.58]]], np.float32), np.array([0]), np.array([[0, 0, 1, 1]], np.uint8))
+    cam = tmp_path / "cam.json"
+    cam.write_text(json.dumps({"mIoU": 0.625, "images": 1, **curve.metrics()}))
+    output = tmp_path / "summary.md"
+    evaluate.run_summary(run_config, {"cam": cam}, output)
+    lines = output.read_text().splitlines()
+    row = next(line for line in lines if "best background threshold" in line)
+    assert "CAM at the best background threshold (0.25; curve 0.05–0.60)" in row and "100.0" in row
+    assert lines.index(row) == next(index for index, line in enumerate(lines) if "CAM (background 0.15)" in line) + 1
+    assert "threshold_curve" not in output.read_text()  # the curve itself is in the JSON and the CSV

@@ -111,6 +111,30 @@ def precision_recall_figure(
     return figure
 
 
+def threshold_curve_figure(curve: pd.DataFrame, *, title: str) -> Figure:
+    """Line chart of CAM mIoU and of the CAM labels' mean foreground fraction (both in percent) against
+    the background threshold; the best mIoU is marked and named in the legend. ``curve``: index the
+    thresholds, columns ``mIoU`` and ``foreground_fraction`` (fractions)."""
+    figure = _new_figure(7.0, 3.8)
+    axes = figure.add_subplot()
+    thresholds = curve.index.to_numpy(dtype=np.float64)
+    miou = curve["mIoU"].to_numpy(dtype=np.float64)
+    axes.plot(thresholds, 100 * miou, marker="o", color=_series_colour(0), label="CAM mIoU")
+    axes.plot(thresholds, 100 * curve["foreground_fraction"].to_numpy(dtype=np.float64), marker="s",
+              linestyle="--", color=_series_colour(1), label="foreground fraction of the CAM labels")
+    if np.isfinite(miou).any():
+        best = int(np.nanargmax(miou))
+        axes.plot([thresholds[best]], [100 * miou[best]], marker="*", markersize=14, linestyle="none",
+                  color=_series_colour(3), label=f"best: {100 * miou[best]:.1f} at {thresholds[best]:.2f}")
+    axes.set_xlabel("background threshold")
+    axes.set_ylabel("percent")
+    axes.set_ylim(0, 100)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure
+
+
 def job_cost_figure(costs: pd.DataFrame) -> Figure:
     """Two horizontal bar charts per rule: wall time (s, all jobs summed) and peak resident
     memory (MiB, largest job). ``costs``: index rule, columns ``seconds`` and ``peak_rss_mib``."""

@@ -3,7 +3,8 @@
 Sections: the headline metrics of every stage (``evaluation/*.json``); galleries of sampled images
 (the best, median and worst by the ranking product's per-image mIoU, plus a seeded random sample),
 one row of panels per image (:func:`irn_core.report.sources.image_panels`) with a figure PNG of the
-row; per-class IoU and AP bar charts (``evaluation/*.csv``); precision-recall curves at each IoU
+row; per-class IoU and AP bar charts (``evaluation/*.csv``); the CAM mIoU against the background
+threshold (``evaluation/cam_thresholds.csv``); precision-recall curves at each IoU
 threshold of every instance product; time and peak memory per rule (``benchmarks/**/*.tsv``, the
 files Snakemake's ``benchmark:`` directive writes); the per-class tables; the resolved config.
 
@@ -248,6 +249,16 @@ def write_charts(
         path = f"charts/ap-{safe_name(stage)}.png"
         figures.write_png(figure, output / path)
         charts.append((f"Per-class AP: {stage}", path, f"Mask AP of every class at each IoU threshold ({stage})."))
+    for stage, table in tables.items():
+        if {"mIoU", "foreground_fraction"} <= set(table.columns):  # the CAM threshold curve
+            figure = figures.threshold_curve_figure(table, title="CAM mIoU against the background threshold")
+            path = f"charts/threshold-{safe_name(stage)}.png"
+            figures.write_png(figure, output / path)
+            charts.append((
+                "CAM mIoU against the background threshold", path,
+                "CAM mIoU when pixels whose largest CAM is at most the threshold are background, and the share "
+                f"of pixels labelled foreground (no ground truth needed), per threshold ({stage}.csv).",
+            ))
     for stage, stage_curves in curves.items():
         figure = figures.precision_recall_figure(stage_curves, class_names, title=f"Precision-recall: {stage}")
         path = f"charts/pr-{safe_name(stage)}.png"

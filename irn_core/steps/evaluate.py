@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,90 @@ def cam_labels(cam_s1: np.ndarray, class_ids: np.ndarray, threshold: float) -> n
     scores = np.concatenate([np.full((1, height, width), threshold, np.float32), cam_s1.astype(np.float32)])
     lookup = np.concatenate([[0], np.asarray(class_ids, np.int64) + 1]).astype(np.uint8)
     return lookup[np.argmax(scores, axis=0)]
+
+
+CAM_THRESHOLD_CURVE: tuple[float, ...] = tuple(round(0.05 * step, 2) for step in range(1, 13))
+"""Background thresholds of the CAM mIoU curve, 0.05, 0.10, ..., 0.60 (as weakly supervised papers report)."""
+CAM_THRESHOLDS_SUFFIX = "_thresholds"
+"""The curve's table is ``<prefix>_thresholds.csv`` / ``.md`` beside the CAM table (``evaluation/cam_thresholds.csv``)."""
+
+
+def cam_top_and_labels(cam_s1: np.ndarray, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The largest CAM of every pixel and the label of its class: ``top`` (H, W) float32 (-inf without
+    classes) and ``labels`` (H, W) uint8 (class_ids[k] + 1 of the first largest channel k).
+
+    ``np.where(top > threshold, labels, 0)`` (threshold as float32) is :func:`cam_labels` at any threshold:
+    the constant background channel comes first, so it wins ties, as in the reference's argmax.
+    """
+    height, width = cam_s1.shape[1:]
+    if len(cam_s1) == 0:
+        return np.full((height, width), -np.inf, np.float32), np.zeros((height, width), np.uint8)
+    scores = cam_s1.astype(np.float32)
+    lookup = (np.asarray(class_ids, np.int64) + 1).astype(np.uint8)
+    return scores.max(axis=0), lookup[np.argmax(scores, axis=0)]
+
+
+class CamThresholdCurve:
+    """CAM mIoU at every background threshold of ``thresholds`` in one pass: one confusion matrix per
+    threshold, accumulated image by image (no label map is kept), and the mean foreground fraction of
+    the CAM labels (the share of an image's pixels whose largest CAM exceeds the threshold; it needs no
+    ground truth), averaged over the images.
+    """
+
+    def __init__(self, thresholds: Sequence[float], num_classes: int) -> None:
+        self.thresholds = tuple(float(threshold) for threshold in thresholds)
+        self.num_classes = num_classes
+        self.confusions = np.zeros((len(self.thresholds), num_classes, num_classes), np.int64)
+        self.foreground_sum = np.zeros(len(self.thresholds), np.float64)
+        self.images = 0
+
+    def add(self, cam_s1: np.ndarray, class_ids: np.ndarray, truth: np.ndarray) -> None:
+        """One image: ``cam_s1`` (K, H, W), ``class_ids`` (K,), ``truth`` (H, W) uint8 (255 void)."""
+        top, labels = cam_top_and_labels(cam_s1, class_ids)
+        for index, threshold in enumerate(self.thresholds):
+            foreground = top > np.float32(threshold)
+            self.foreground_sum[index] += float(foreground.mean())
+            prediction = np.where(foreground, labels, np.uint8(0))
+            self.confusions[index] += evaluation.confusion_matrix(prediction, truth, self.num_classes)
+        self.images += 1
+
+    def miou(self) -> list[float]:
+        """mIoU at each threshold (NaN before any image)."""
+        return [float(evaluation.mean_iou(confusion)[1]) for confusion in self.confusions]
+
+    def foreground_fraction(self) -> list[float]:
+        """Mean foreground fraction of the CAM labels at each threshold (NaN before any image)."""
+        if not self.images:
+            return [math.nan] * len(self.thresholds)
+        return [float(value) for value in self.foreground_sum / self.images]
+
+    def table(self) -> pd.DataFrame:
+        """Index ``threshold``; columns ``mIoU`` and ``foreground_fraction`` (fractions)."""
+        frame = pd.DataFrame(
+            {"mIoU": self.miou(), "foreground_fraction": self.foreground_fraction()},
+            index=pd.Index(self.thresholds, name="threshold"),
+        )
+        return frame
+
+    def best(self) -> tuple[float, float] | None:
+        """(threshold, mIoU) of the highest mIoU (the lowest such threshold on ties); None before any image."""
+        values = self.miou()
+        if not self.images or all(math.isnan(value) for value in values):
+            return None
+        index = int(np.nanargmax(values))
+        return self.thresholds[index], values[index]
+
+    def metrics(self) -> dict[str, Any]:
+        """The curve for the CAM evaluation's JSON: ``threshold_curve`` (thresholds, mIoU, foreground
+        fraction, best threshold) and ``best_threshold_mIoU`` (a headline number)."""
+        best = self.best()
+        curve: dict[str, Any] = {
+            "thresholds": list(self.thresholds),
+            "mIoU": self.miou(),
+            "foreground_fraction": self.foreground_fraction(),
+            "best_threshold": None if best is None else best[0],
+        }
+        return {"threshold_curve": curve, **({} if best is None else {"best_threshold_mIoU": best[1]})}
 
 
 def _infer_ids(config: RunConfig) -> list[str]:
@@ -77,10 +162,12 @@ def _semantic_evaluation(
     output_prefix: Path,
     title: str,
     skipped: dict[str, str] | None = None,
+    observe: Callable[[str, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
     """Accumulate the confusion matrix image by image (no prediction is kept) and write the table;
     ``skipped``: ids left out so far (-> reason), listed with the table (ground truth that cannot be
-    read is added to it under ``dataset.on_unreadable: skip``)."""
+    read is added to it under ``dataset.on_unreadable: skip``). ``observe(image_id, truth)`` is called
+    with every ground truth read, before the next prediction is drawn."""
     skipped = {} if skipped is None else skipped
     dataset = open_run_dataset(config)
     num_classes = len(dataset.class_names) + 1
@@ -91,6 +178,8 @@ def _semantic_evaluation(
         if truth is None:
             continue
         confusion += evaluation.confusion_matrix(prediction, truth, num_classes)
+        if observe is not None:
+            observe(image_id, truth)
         images += 1
     per_class, miou = evaluation.mean_iou(confusion)
     table = evaluation.semantic_table(per_class, list(dataset.class_names))
@@ -100,19 +189,34 @@ def _semantic_evaluation(
     return {"mIoU": float(miou), "images": images, **({"skipped": dict(sorted(skipped.items()))} if skipped else {})}
 
 
-def run_evaluate_cam(config: RunConfig, cam_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
-    """mIoU of CAMs (background score ``cam.eval_threshold``) on the inference images."""
+def run_evaluate_cam(config: RunConfig, cam_paths: Sequence[Path], output_prefix: Path) -> dict[str, Any]:
+    """mIoU of CAMs (background score ``cam.eval_threshold``) on the inference images, and in the same
+    pass the curve of CAM mIoU and foreground fraction against the background threshold
+    (:data:`CAM_THRESHOLD_CURVE`, :class:`CamThresholdCurve`), written to ``<prefix>_thresholds.csv``/``.md``
+    and into the returned metrics (``threshold_curve``, ``best_threshold_mIoU``)."""
 
     skipped: dict[str, str] = {}
+    curve = CamThresholdCurve(CAM_THRESHOLD_CURVE, len(open_run_dataset(config).class_names) + 1)
+    current: dict[str, np.ndarray] = {}  # the CAM of the image being evaluated, for the curve
 
     def predictions(store: ShardedStore) -> Iterator[tuple[str, np.ndarray]]:
         present = _evaluated_ids(_infer_ids(config), store, skipped)
         for image_id in track(present, description="evaluate cams", logger=logger, every=config.compute.progress_every):
             stored = store.read(image_id, ["cam_s1", "class_ids"])
+            current.update(stored)
             yield image_id, cam_labels(stored["cam_s1"], stored["class_ids"], config.cam.eval_threshold)
 
+    def observe(image_id: str, truth: np.ndarray) -> None:
+        curve.add(current["cam_s1"], current["class_ids"], truth)
+
     with ShardedStore(cam_paths, product="cam") as store:
-        return _semantic_evaluation(config, predictions(store), output_prefix, "CAM", skipped)
+        result = _semantic_evaluation(config, predictions(store), output_prefix, "CAM", skipped, observe)
+    evaluation.write_table(curve.table(), output_prefix.with_name(output_prefix.name + CAM_THRESHOLDS_SUFFIX))
+    best = curve.best()
+    if best is not None:
+        logger.info("CAM threshold curve: best background threshold %.2f, mIoU %.2f (%.2f at %.2f)",
+                    best[0], 100 * best[1], 100 * result["mIoU"], config.cam.eval_threshold)
+    return {**result, **curve.metrics()}
 
 
 def run_evaluate_semantic(config: RunConfig, semantic_paths: Sequence[Path], output_prefix: Path) -> dict[str, float]:
@@ -259,6 +363,15 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def _best_threshold_row(cam: Mapping[str, Any], split: str) -> dict[str, str]:
+    """The summary row of the CAM threshold curve's best point."""
+    thresholds = cam.get("threshold_curve", {}).get("thresholds") or list(CAM_THRESHOLD_CURVE)
+    best = cam.get("threshold_curve", {}).get("best_threshold")
+    where = f"{best:.2f}" if isinstance(best, (int, float)) else "?"
+    return {"stage": f"CAM at the best background threshold ({where}; curve {min(thresholds):.2f}–{max(thresholds):.2f})",
+            "split": split, "ours (%)": f"{100 * float(cam['best_threshold_mIoU']):.1f}", "paper, VOC 2012 (%)": ""}
+
+
 def summary_warnings(metrics: Mapping[str, Mapping[str, Any]], walk_background: str = "constant") -> list[str]:
     """Warnings about the run as a whole: stages that made their input worse.
 
@@ -305,6 +418,9 @@ def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) 
             value = 100 * float(metrics[stage][name])
             rows.append({"stage": label, "split": splits[role], "ours (%)": f"{value:.1f}", "paper, VOC 2012 (%)": _percent(paper)})
             shown.add((stage, name))
+        if (stage, name) == ("cam", "mIoU") and "best_threshold_mIoU" in metrics.get("cam", {}):
+            rows.append(_best_threshold_row(metrics["cam"], splits[role]))
+            shown.add(("cam", "best_threshold_mIoU"))
         if stage == "deeplab_ground_truth" and "mIoU" in metrics.get("deeplab_pseudo", {}) and "mIoU" in metrics.get(stage, {}):
             ratio = float(metrics["deeplab_pseudo"]["mIoU"]) / max(float(metrics[stage]["mIoU"]), 1e-12)
             rows.append({"stage": "DeepLab v2: pseudo labels / ground truth", "split": splits["val"],
@@ -316,7 +432,7 @@ def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) 
         {"stage": stage, "metric": name, "value": value if name == "images" else round(100 * float(value), 2)}
         for stage, values in metrics.items()
         for name, value in values.items()
-        if (stage, name) not in shown and name != "skipped"
+        if (stage, name) not in shown and name != "skipped" and not isinstance(value, (dict, list))
     ]
     header = f"# irn run '{config.name}' ({config.dataset.kind})\n\n"
     text = header + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"

@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from irn_core import evaluation
+from irn_core.steps.evaluate import CAM_THRESHOLD_CURVE, CamThresholdCurve
 from irn_core.config import RunConfig, load_config, stage_config, stage_hash
 from irn_core.data.synthetic import SyntheticConfig, generate
 from irn_core.steps.common import ShardPlan, open_run_dataset, shard_plan
@@ -167,8 +168,11 @@ def _write_evaluation(run: FabricatedRun, class_names: list[str]) -> None:
     results = {threshold: (np.linspace(0.8, 0.4, len(class_names)) - threshold / 4, 0.5 - threshold / 4)
                for threshold in run.config.evaluation.iou_thresholds}
     evaluation.write_table(evaluation.instance_table(results, class_names), folder / "instances")
+    curve = CamThresholdCurve(CAM_THRESHOLD_CURVE, 2)
+    curve.add(np.array([[[0.08, 0.22, 0.33, 0.58]]], np.float32), np.array([0]), np.array([[0, 0, 1, 1]], np.uint8))
+    evaluation.write_table(curve.table(), folder / "cam_thresholds")
     metrics = {
-        "cam": {"mIoU": 0.5, "images": 6},
+        "cam": {"mIoU": 0.5, "images": 6, **curve.metrics()},
         "semantic": {"mIoU": 0.7, "images": 6},
         "instances": {"mAP@0.25": 0.6, "mAP@0.5": 0.45, "mAP@0.7": 0.3, "mAP@0.75": 0.25, "mAP_vol": 0.4},
         "deeplab_pseudo": {"mIoU": 0.66},

@@ -238,8 +238,20 @@ def test_metrics_of_every_stage_are_in_the_table(report: tuple[FabricatedRun, Pa
     for stage_file in (run.run_dir / "evaluation").glob("*.json"):
         assert f">{stage_file.stem}</td>" in text
         for name, value in json.loads(stage_file.read_text()).items():
-            if name != "images":
+            if name != "images" and isinstance(value, (int, float)):  # the CAM threshold curve is a chart
                 assert f">{name}</td><td>{100 * value:.1f}</td>" in text
+    assert ">best_threshold_mIoU</td><td>100.0</td>" in text
+
+
+def test_cam_threshold_curve_chart(report: tuple[FabricatedRun, Path]) -> None:
+    run, page = report
+    text = page.read_text(encoding="utf-8")
+    assert "CAM mIoU against the background threshold" in text
+    chart = page.parent / "charts" / "threshold-cam_thresholds.png"
+    with Image.open(chart) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert 'src="charts/threshold-cam_thresholds.png"' in text
+    assert pixels.std() > 10  # not blank
 
 
 # ------------------------------------------------------------------------------------------ Chromium

@@ -19,6 +19,8 @@ for _name, (_step, _product) in EVALUATIONS.items():
             table=W.path("evaluation", f"{_name}.csv"),
             markdown=W.path("evaluation", f"{_name}.md"),
             metrics=W.path("evaluation", f"{_name}.json"),
+            # the CAM evaluation also writes the mIoU curve against the background threshold
+            **({"thresholds": W.path("evaluation", "cam_thresholds.csv")} if _name == "cam" else {}),
         params:
             stage=W.stage("evaluate") + (W.stage("eval_cam") if _name == "cam" else ""),
             prefix=W.path("evaluation", _name),
