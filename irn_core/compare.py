@@ -200,8 +200,8 @@ def _compare_metrics(run_a: Path, run_b: Path, tolerance: float) -> StageCompari
     files_b = {path.name: path for path in sorted((run_b / "evaluation").glob("*.json"))}
     stage.missing += sorted(set(files_a) ^ set(files_b))
     for name in sorted(set(files_a) & set(files_b)):
-        metrics_a = json.loads(files_a[name].read_text())
-        metrics_b = json.loads(files_b[name].read_text())
+        metrics_a = _flatten_metrics(json.loads(files_a[name].read_text()))
+        metrics_b = _flatten_metrics(json.loads(files_b[name].read_text()))
         for key, value in metrics_a.items():
             if not isinstance(value, (int, float)) or not isinstance(metrics_b.get(key), (int, float)):
                 if metrics_b.get(key) != value:
@@ -214,6 +214,21 @@ def _compare_metrics(run_a: Path, run_b: Path, tolerance: float) -> StageCompari
                     Difference(f"{name} {key}", delta, 1, 1, f"{float(value):.6g} vs {float(metrics_b[key]):.6g}")
                 )
     return stage
+
+
+def _flatten_metrics(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A metrics file's values by dotted key, lists by index (``threshold_curve.mIoU.2``), so that the
+    numbers inside nested metrics (the CAM threshold curve) are compared with the tolerance too."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return {prefix.rstrip("."): data}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(_flatten_metrics(value, f"{prefix}{key}."))
+    return flat
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -85,3 +85,14 @@ def test_missing_files_and_folders(tmp_path: Path) -> None:
     semantic = next(stage for stage in comparison.stages if stage.stage == "semantic")
     assert semantic.missing == ["shard-00001.h5"] and not comparison.identical
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2
+
+
+def test_numbers_inside_nested_metrics_are_compared_with_the_tolerance(tmp_path: Path) -> None:
+    """The CAM evaluation's threshold curve (lists inside a dict) is compared number by number."""
+    for run, shift in (("a", 0.0), ("b", 1e-9)):
+        _make_run(tmp_path / run)
+        curve = {"thresholds": [0.05, 0.1], "mIoU": [0.3, 0.4 + shift], "best_threshold": 0.1}
+        (tmp_path / run / "evaluation" / "cam.json").write_text(json.dumps({"mIoU": 0.3, "threshold_curve": curve}))
+    assert compare_runs(tmp_path / "a", tmp_path / "b", tolerance=1e-6).identical
+    differences = compare_runs(tmp_path / "a", tmp_path / "b", tolerance=0.0).stages[-1].differences
+    assert [difference.where for difference in differences] == ["cam.json threshold_curve.mIoU.1"]
