@@ -47,9 +47,9 @@ which ``irn_core`` reads with ``dataset: {kind: coco, root: OUT/images, annotati
 OUT/instances.json, train_split: all, infer_split: all}``. ``--val-fraction F`` also writes
 ``OUT/instances_train.json`` and ``OUT/instances_val.json`` (an image is in val when the SHA-256 of
 its id, the file stem, read as a fraction, is below F: seed-free and stable when images are added),
-read with ``dataset.coco_splits`` (``train`` and ``val``; the split ``all`` is their union). Images listed in several sources are
-taken once (the first source on the command line wins); the output is sorted by file name and is the
-same for the same inputs. Images of COCO's ``coco128`` set (the first 128 images of train2017, ids up
+read with ``dataset.coco_splits`` (``train`` and ``val``; the split ``all`` is their union).
+Images listed in several sources are taken once (the first source on the command line wins); the
+output is sorted by file name and is the same for the same inputs. Images of COCO's ``coco128`` set (the first 128 images of train2017, ids up
 to 650) are refused, because coco128-seg is kept aside as an independent check: in a COCO source, the
 images of a ``train2017`` folder with ids up to 650; in a YOLO source, the images of a ``train2017``
 folder whose stem is a number up to 650 (coco128-seg keeps its images in ``images/train2017``).
@@ -192,7 +192,7 @@ class YoloSource(NamedTuple):
 
 
 class PetsSource(NamedTuple):
-    """An Oxford-IIIT Pet layout (``--pets-source``): ``images/``, ``annotations/trimaps/``, ``annotations/list.txt``."""
+    """An Oxford-IIIT Pet layout (``--pets-source``): ``images/``, ``annotations/{trimaps/,list.txt}``."""
 
     root: Path
 

@@ -45,7 +45,8 @@ stride-16 and stride-32 downsamplings are removed and the convolutions after the
 by 2 in ResNet's ``layer3`` and by 4 in ``layer4`` (DeepLab v2's ``res4`` and ``res5``); for
 EfficientNet-Lite0 the depthwise convolutions of blocks 6-11 by 2 and of blocks 12-15 by 4 (blocks 5
 and 11 lose their stride 2; Lite2: blocks 8-15 by 2 and 16-20 by 4, blocks 7 and 15 lose it). The
-convolution that carried a removed stride keeps the dilation before it (torchvision's ``replace_stride_with_dilation``): with the stride on the 3x3 convolution, as in
+convolution that carried a removed stride keeps the dilation before it (torchvision's
+``replace_stride_with_dilation``): with the stride on the 3x3 convolution, as in
 torchvision's ResNets and in Lite0, this makes the dilated network the "a trous" form of the
 ImageNet network (its output at stride 8 holds, at every fourth position, exactly the stride-32
 network's output), whereas DeepLab v2's Caffe ResNet, with the stride on the 1x1 convolution, dilates

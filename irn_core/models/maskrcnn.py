@@ -9,7 +9,8 @@ mask head, the losses) on a feature pyramid built by :class:`FeaturePyramidBackb
   network (:func:`restore_last_stride`), so its five stages have strides 4, 4, 8, 16, 32;
 * torchvision's :class:`~torchvision.ops.FeaturePyramidNetwork` reads stages 2-5 (strides 4, 8, 16, 32:
   ResNet ``layer1`` .. ``layer4`` as in ``maskrcnn_resnet50_fpn``; EfficientNet-Lite0 blocks 2, 3-4, 5-10
-  and 11-15 + the 1280-channel head convolution, Lite2 blocks 2-3, 4-6, 7-14 and 15-20 + the head) and adds a max-pooled stride-64 level, the five maps
+  and 11-15 + the 1280-channel head convolution, Lite2 blocks 2-3, 4-6, 7-14 and 15-20 + the head)
+  and adds a max-pooled stride-64 level, the five maps
   ``"0", "1", "2", "3", "pool"`` that torchvision's RPN and RoI heads expect;
 * stages below ``frozen_stages`` get no gradient (``frozen_stages=2``: ResNet ``conv1`` + ``layer1``,
   torchvision's ``trainable_backbone_layers=3`` and Detectron's ``FREEZE_AT: 2``);
@@ -69,7 +70,8 @@ def restore_last_stride(backbone: Backbone) -> Backbone:
     :func:`~irn_core.models.backbones.build_backbone` sets it to 1 (output stride 16, as the reference's
     CAM network); a feature pyramid wants strides 4, 8, 16, 32. ResNet: ``layer4``'s first block (3x3
     convolution of a bottleneck, first convolution of a basic block, and the shortcut); EfficientNet-Lite:
-    the depthwise convolution of the stage's first block (Lite0: 11, Lite2: 15; its padding is computed from the stride, TensorFlow "SAME").
+    the depthwise convolution of the stage's first block (Lite0: 11, Lite2: 15; its padding is computed
+    from the stride, TensorFlow "SAME").
     """
     last_stage = backbone.stages[-1]
     first_block = last_stage[0]

@@ -39,7 +39,7 @@ def cam_labels(cam_s1: np.ndarray, class_ids: np.ndarray, threshold: float) -> n
 CAM_THRESHOLD_CURVE: tuple[float, ...] = tuple(round(0.05 * step, 2) for step in range(1, 13))
 """Background thresholds of the CAM mIoU curve, 0.05, 0.10, ..., 0.60 (as weakly supervised papers report)."""
 CAM_THRESHOLDS_SUFFIX = "_thresholds"
-"""The curve's table is ``<prefix>_thresholds.csv`` / ``.md`` beside the CAM table (``evaluation/cam_thresholds.csv``)."""
+"""The curve's table: ``<prefix>_thresholds.csv`` / ``.md`` beside the CAM table (``evaluation/cam_thresholds.*``)."""
 
 
 def cam_top_and_labels(cam_s1: np.ndarray, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -368,7 +368,8 @@ def _best_threshold_row(cam: Mapping[str, Any], split: str) -> dict[str, str]:
     thresholds = cam.get("threshold_curve", {}).get("thresholds") or list(CAM_THRESHOLD_CURVE)
     best = cam.get("threshold_curve", {}).get("best_threshold")
     where = f"{best:.2f}" if isinstance(best, (int, float)) else "?"
-    return {"stage": f"CAM at the best background threshold ({where}; curve {min(thresholds):.2f}–{max(thresholds):.2f})",
+    curve_range = f"{min(thresholds):.2f}–{max(thresholds):.2f}"
+    return {"stage": f"CAM at the best background threshold ({where}; curve {curve_range})",
             "split": split, "ours (%)": f"{100 * float(cam['best_threshold_mIoU']):.1f}", "paper, VOC 2012 (%)": ""}
 
 
