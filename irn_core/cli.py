@@ -407,21 +407,26 @@ def command_report(arguments: argparse.Namespace) -> None:
 
 
 def _add_people_commands(commands: argparse._SubParsersAction) -> None:
-    def add(name: str, function: Callable[..., object], help_text: str, example: str) -> argparse.ArgumentParser:
+    def add(name: str, function: Callable[..., object], help_text: str, example: str, *,
+            one_config_per_option: bool = False) -> argparse.ArgumentParser:
         command = commands.add_parser(
             name, help=help_text, description=help_text, epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # irn run takes targets as positional arguments: there --config takes one file per option
+        # (a list would swallow the targets); every option adds to the list, merged left to right.
+        forms = "--config A --config B" if one_config_per_option else "--config A B or --config A --config B"
         command.add_argument(
-            "--config", action="append", default=[],
-            help=f"config YAML file; repeat to merge several, left to right (default: {DEFAULT_CONFIG})",
+            "--config", nargs=1 if one_config_per_option else "+", action="extend", default=[],
+            help=f"config YAML file(s), merged left to right ({forms}; default: {DEFAULT_CONFIG})",
         )
         command.set_defaults(function=function)
         return command
 
     command = add("run", command_run, "run the workflow (Snakemake) for a config; extra options go to Snakemake",
                   "irn run --config config/config.yaml --cores 2 --dry-run\n"
-                  "  irn run --config config/voc12.yaml --profile config/profiles/slurm report -- --keep-going")
+                  "  irn run --config config/voc12.yaml --profile config/profiles/slurm report -- --keep-going",
+                  one_config_per_option=True)
     command.add_argument("targets", nargs="*", help="rules or files to make (default: the whole pipeline)")
     command.add_argument("--cores", help="CPU cores Snakemake may use (default: the profile's, else all)")
     command.add_argument("--profile", help="a Snakemake profile folder (e.g. config/profiles/slurm)")
@@ -460,8 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, function: Callable[[argparse.Namespace], None], help_text: str, *, shard: bool = False,
             config_required: bool = True) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("--config", required=config_required, nargs="+" if config_required else "*",
-                             default=[], help="config YAML file(s), merged left to right")
+        command.add_argument("--config", required=config_required, nargs="+", action="extend", default=[],
+                             help="config YAML file(s), merged left to right; a repeated --config adds to the list")
         if shard:
             command.add_argument("--shard", type=int, required=True, help="shard index (0-based)")
         command.add_argument("--threads", type=int, help="CPU threads (overrides compute.threads)")
