@@ -457,6 +457,76 @@ def _add_people_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--threads", type=int, help="CPU threads (overrides compute.threads; the rule passes it)")
 
 
+def command_data_fetch(arguments: argparse.Namespace) -> None:
+    from irn_core.data.fetch import MIRROR_VARIABLE, config_overlay_text, fetch_dataset, load_resources
+
+    resources = load_resources(arguments.resources)
+    unknown = [name for name in arguments.datasets if name not in resources]
+    if unknown:
+        raise IrnError(f"unknown dataset(s) {unknown} (the resource table lists: {', '.join(resources)})")
+    mirror = arguments.mirror or os.environ.get(MIRROR_VARIABLE)
+    results = []
+    for name in arguments.datasets:
+        resource = resources[name].with_mirror(mirror) if mirror else resources[name]
+        results.append(fetch_dataset(resource, Path(arguments.root), progress=not arguments.no_progress,
+                                     keep_archives=arguments.keep_archives))
+    overlay = config_overlay_text(results, resources)
+    if arguments.write_config:
+        write_text_atomic(arguments.write_config, overlay)
+        bases = " ".join(f"--config {resources[name].base_config}" for name in dict.fromkeys(arguments.datasets)
+                         if resources[name].base_config)
+        sys.stdout.write(f"wrote {arguments.write_config}; run with: irn run {bases} --config {arguments.write_config}\n")
+    else:
+        sys.stdout.write(overlay)
+
+
+def command_data_check(arguments: argparse.Namespace) -> int:
+    from irn_core.data.check import check_dataset, format_report
+
+    config = _people_config(arguments)
+    report = check_dataset(config, progress=not arguments.no_progress)
+    sys.stdout.write(report.to_json() + "\n" if arguments.json else format_report(report))
+    return 0 if report.ok else 2
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="fetch the public datasets (VOC 2012, SBD, COCO 2017) and check a "
+                               "dataset folder", description="fetch the public datasets and check a dataset folder")
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = actions.add_parser(
+        "fetch", help="download, verify (MD5) and unpack voc12, sbd or coco; print the config lines to use",
+        description="download (resuming interrupted downloads), verify and unpack the official archives listed in "
+        "resources/datasets.yaml; a dataset already fetched and verified is left alone",
+        epilog="example:\n  irn data fetch voc12 sbd --root data --write-config data/voc12-paths.yaml\n"
+        "  irn run --config config/voc12.yaml --config data/voc12-paths.yaml\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch.add_argument("datasets", nargs="+", metavar="DATASET", help="voc12, sbd or coco (several allowed)")
+    fetch.add_argument("--root", default="data", help="folder the datasets are unpacked in (default: data)")
+    fetch.add_argument("--mirror", help="URL prefix to download every archive from (PREFIX/<archive name>) "
+                       "instead of the official URL (also: IRN_DATA_MIRROR)")
+    fetch.add_argument("--resources", help="another resource table (default: resources/datasets.yaml; "
+                       "also: IRN_DATA_RESOURCES)")
+    fetch.add_argument("--write-config", help="write the dataset lines as a config file to merge onto "
+                       "config/voc12.yaml or config/coco.yaml")
+    fetch.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives after unpacking")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fetch.set_defaults(function=command_data_fetch)
+    check = actions.add_parser(
+        "check", help="check a config's dataset: split sizes, every image and label file, labels, sizes",
+        description="check that every image and label file of the config's splits exists and reads, the split "
+        "sizes (the official VOC 2012 / COCO 2017 counts where they apply), non-empty image-level labels; print "
+        "class counts and image size statistics. Exit code 2 and a table of the problems otherwise.",
+        epilog="example:\n  irn data check --config config/voc12.yaml --config data/voc12-paths.yaml\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--config", nargs="+", action="extend", default=[],
+                       help=f"config YAML file(s), merged left to right (default: {DEFAULT_CONFIG})")
+    check.add_argument("--json", action="store_true", help="the report as JSON")
+    check.add_argument("--no-progress", action="store_true", help="no progress bars")
+    check.set_defaults(function=command_data_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -539,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--metrics", nargs="+", required=True, help="STAGE=metrics.json")
     command.add_argument("--out", required=True)
     _add_people_commands(commands)
+    _add_data_commands(commands)
     return parser
 
 
