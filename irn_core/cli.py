@@ -347,11 +347,15 @@ def command_run(arguments: argparse.Namespace, extra: Sequence[str] = ()) -> int
     import shlex
     import subprocess
 
-    _people_config(arguments)  # a config error is reported before Snakemake starts
+    config = _people_config(arguments)  # a config error is reported before Snakemake starts
     command = snakemake_command(arguments, extra)
     if arguments.print_command:
         sys.stdout.write(shlex.join(command) + "\n")
         return 0
+    if not arguments.no_data_check and not arguments.directory:
+        from irn_core.data.check import check_at_run_start
+
+        check_at_run_start(config)  # a wrong dataset folder: exit 2 with the table (the workflow checks too)
     logger.info("running: %s", shlex.join(command))
     return subprocess.run(command, check=False).returncode
 
@@ -435,6 +439,8 @@ def _add_people_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--directory", help="Snakemake's working directory (where results/ goes)")
     command.add_argument("--snakefile", help="another Snakefile (default: this checkout's workflow/Snakefile)")
     command.add_argument("--print-command", action="store_true", help="print the Snakemake command, run nothing")
+    command.add_argument("--no-data-check", action="store_true",
+                         help="do not check the dataset first (the workflow still checks it when it builds its DAG)")
     command.set_defaults(passes_extra=True)
 
     command = add("status", command_status, "where a run stands: each stage and shard done, stale, failed or "
