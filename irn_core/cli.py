@@ -481,7 +481,8 @@ def command_data_fetch(arguments: argparse.Namespace) -> None:
         write_text_atomic(arguments.write_config, overlay)
         bases = " ".join(f"--config {resources[name].base_config}" for name in dict.fromkeys(arguments.datasets)
                          if resources[name].base_config)
-        sys.stdout.write(f"wrote {arguments.write_config}; run with: irn run {bases} --config {arguments.write_config}\n")
+        sys.stdout.write(f"wrote {arguments.write_config}; run with: irn run {bases} "
+                         f"--config {arguments.write_config}\n")
     else:
         sys.stdout.write(overlay)
 

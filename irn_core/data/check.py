@@ -87,7 +87,8 @@ class SizeStatistics:
 @dataclass
 class SplitReport:
     """One split: ``ids`` listed, ``expected_ids`` of the official release (None: no official count),
-    ``checked`` ids examined (missing ones, and those whose contents were read), ``without_labels`` of them, images per class name."""
+    ``checked`` ids examined (missing ones, and those whose contents were read), ``without_labels`` of
+    them, images per class name."""
 
     split: str
     roles: list[str]
@@ -264,7 +265,8 @@ def _check_split(
         if len(labels) == 0:
             result.without_labels += 1
             if labelled:
-                report.problems.append(Problem(split, image_id, None, "no image-level label (the image holds no object)"))
+                problem = "no image-level label (the image holds no object)"
+                report.problems.append(Problem(split, image_id, None, problem))
         classes.update(dataset.class_names[int(class_id)] for class_id in labels)
     result.class_counts = {name: classes[name] for name in dataset.class_names if classes[name]}
     result.sizes = SizeStatistics.of(sizes)
@@ -329,12 +331,13 @@ def format_report(report: DatasetCheck) -> str:
         rows = []
         for split in report.splits:
             sizes = split.sizes
+            heights = "" if sizes is None else f"{sizes.height_min}/{sizes.height_median:g}/{sizes.height_max}"
+            widths = "" if sizes is None else f"{sizes.width_min}/{sizes.width_median:g}/{sizes.width_max}"
             rows.append({
                 "split": split.split, "roles": "+".join(split.roles), "ids": str(split.ids),
                 "expected": "" if split.expected_ids is None else str(split.expected_ids),
                 "checked": str(split.checked), "no label": str(split.without_labels),
-                "H min/med/max": "" if sizes is None else f"{sizes.height_min}/{sizes.height_median:g}/{sizes.height_max}",
-                "W min/med/max": "" if sizes is None else f"{sizes.width_min}/{sizes.width_median:g}/{sizes.width_max}",
+                "H min/med/max": heights, "W min/med/max": widths,
             })
         text += "\n" + _markdown(rows)
         names = list(dict.fromkeys(name for split in report.splits for name in split.class_counts))
@@ -391,14 +394,15 @@ def cache_key(config: RunConfig, sample: int | None) -> str:
     return digest.hexdigest()
 
 
-def check_at_run_start(config: RunConfig, workdir: Path = Path("."), *, sample: int | None = RUN_START_SAMPLE) -> DatasetCheck:
-    """The run-start check (``irn run`` and the workflow, at DAG-build time): reuse the cached report
+def check_at_run_start(config: RunConfig, *, sample: int | None = RUN_START_SAMPLE) -> DatasetCheck:
+    """The run-start check (``irn run`` and the workflow, at DAG-build time; relative paths from the working
+    directory): reuse the cached report
     while the dataset is unchanged, else check (contents of ``sample`` ids per split) and cache. Raises
     :class:`DatasetError` with the table of the :meth:`~DatasetCheck.fatal_problems`; other problems
     are logged as warnings."""
-    if config.dataset.kind == "synthetic" and not (workdir / config.dataset.root / "synthetic.json").is_file():
+    if config.dataset.kind == "synthetic" and not (Path(config.dataset.root) / "synthetic.json").is_file():
         return DatasetCheck(config.dataset.kind, _location(config), notes=["synthetic dataset not generated yet"])
-    cache = workdir / config.run_dir / CACHE_FILE
+    cache = config.run_dir / CACHE_FILE
     key = cache_key(config, sample)
     report = None
     try:
@@ -419,6 +423,7 @@ def check_at_run_start(config: RunConfig, workdir: Path = Path("."), *, sample: 
         )
     if report.problems:
         logger.warning("dataset check: %d image(s) with problems; the jobs reading them will fail (or skip them "
-                       "under dataset.on_unreadable: skip):\n%s", len(report.problems), format_problems(report.problems, limit=10))
+                       "under dataset.on_unreadable: skip):\n%s", len(report.problems),
+                       format_problems(report.problems, limit=10))
     return report
 

@@ -186,7 +186,8 @@ def download(url: str, part: Path, *, retries: int = 3, timeout: float = 60.0, p
                 raise FetchError(
                     f"{url}: download failed ({error}); {held} bytes kept in {part}, run the command again to resume"
                 ) from error
-            logger.warning("%s: connection lost after %d bytes (%s); resuming (attempt %d)", url, held, error, attempt + 1)
+            logger.warning("%s: connection lost after %d bytes (%s); resuming (attempt %d)", url, held, error,
+                           attempt + 1)
 
 
 def file_checksums(path: Path, algorithms: tuple[str, ...] | list[str], *, progress: bool = True) -> dict[str, str]:
@@ -342,7 +343,8 @@ def fetch_dataset(
 def config_overlay_text(results: list[FetchResult], resources: Mapping[str, DatasetResource]) -> str:
     """A config file holding the dataset fields of ``results``, to merge onto the dataset's base config
     (``irn run --config config/voc12.yaml --config THIS_FILE``)."""
-    bases = sorted({str(resources[result.dataset].base_config) for result in results if resources[result.dataset].base_config})
+    bases = sorted({str(resources[result.dataset].base_config) for result in results
+                    if resources[result.dataset].base_config})
     fields: dict[str, str] = {}
     for result in results:
         fields.update(result.config)

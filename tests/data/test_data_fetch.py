@@ -151,7 +151,8 @@ def test_clean_download_unpacks_and_records(server: tuple[str, ServerState], tmp
     assert not result.already_present
     marker = json.loads(resource.marker_path(tmp_path).read_text())
     assert marker["archives"] == {"VOCtrainval_11-May-2012.tar": dict(resource.archives[0].checksums)}
-    assert sorted(path.name for path in tmp_path.iterdir()) == [".irn-fetch-voc12.json", "VOCdevkit"]  # no archive, no temp
+    # no archive left, no temporary folder
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".irn-fetch-voc12.json", "VOCdevkit"]
     # fetched again: nothing downloaded, nothing overwritten
     image.write_bytes(b"edited by the user")
     again = fetch_dataset(resource, tmp_path, progress=False)
