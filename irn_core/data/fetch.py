@@ -157,6 +157,9 @@ def _download_once(url: str, part: Path, timeout: float, progress: bool) -> None
         if start and response.status != 206:
             logger.info("%s: the server ignored the Range request; downloading from the start", url)
             start = 0
+        elif start and not str(response.headers.get("Content-Range", "")).startswith(f"bytes {start}-"):
+            raise FetchError(f"{url}: asked for the bytes from {start} on, the server sent "
+                             f"{response.headers.get('Content-Range')!r}; delete {part} and run again")
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
         with open(part, "ab" if start else "wb") as handle, tqdm(

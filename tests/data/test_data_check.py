@@ -143,6 +143,20 @@ def test_coco_layout_passes_and_flags_a_missing_image(
     assert code == 2 and "000000128372" in text and "image file is missing" in text
 
 
+def test_a_generated_synthetic_dataset_is_checked_like_a_voc_one(
+    generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(generated / "VOC", tmp_path / "synthetic")
+    overlay = tmp_path / "synthetic.yaml"
+    overlay.write_text(yaml.safe_dump({"dataset": {"root": str(tmp_path / "synthetic"), "downstream_split": None,
+                                                   "val_split": None}}))
+    code, text = _check(overlay, capsys)
+    assert code == 0 and "| train   | train+infer | 6" in text, text
+    (tmp_path / "synthetic" / "SegmentationClass" / "syn_000004.png").unlink()
+    code, text = _check(overlay, capsys)
+    assert code == 2 and "syn_000004" in text and "no class map found" in text
+
+
 def _run_config(config: Path) -> RunConfig:
     return load_config([DEMO, config])
 
