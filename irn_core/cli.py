@@ -1,6 +1,7 @@
 """``irn <step> --config <yaml> ...``: the entry points the Snakemake rules call, and the commands
 for people: ``irn run`` (the workflow), ``irn status`` (where a run stands), ``irn show IMAGE_ID``
-(the panels of one image), ``irn report`` (the HTML report).
+(the panels of one image), ``irn report`` (the HTML report), ``irn data fetch`` / ``irn data check``
+(download and verify the public datasets; check a config's dataset).
 
 Every step subcommand loads and validates the run config, does one step (often for one shard) and
 writes its outputs atomically. ``irn --help`` lists the commands; ``irn <command> --help`` their
@@ -8,7 +9,8 @@ options and an example.
 
 Exit codes: 0 success; 1 ``irn run``: Snakemake failed (its own exit code is passed on),
 ``irn status``: the run is not finished (pending, running, interrupted or stale jobs); 2 bad
-usage, invalid config or input, missing or corrupt file (the message names it); 3 ``irn status``:
+usage, invalid config or input, missing or corrupt file (the message names it), ``irn data check``:
+problems found; 3 ``irn status``:
 at least one job failed; 130 interrupted (Ctrl-C).
 """
 
@@ -296,7 +298,8 @@ def _add_downstream_commands(add: Callable[..., argparse.ArgumentParser]) -> Non
 EXIT_CODES = """exit codes:
   0    success
   1    irn run: Snakemake failed; irn status: the run is not finished (pending, running, stale jobs)
-  2    bad usage, invalid config or input, missing or corrupt file (the message names it)
+  2    bad usage, invalid config or input, missing or corrupt file (the message names it);
+       irn data check: problems found (the table names them)
   3    irn status: at least one job failed (its log's last error is shown)
   130  interrupted (Ctrl-C)"""
 
