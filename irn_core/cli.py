@@ -1,6 +1,7 @@
 """``irn <step> --config <yaml> ...``: the entry points the Snakemake rules call, and the commands
 for people: ``irn run`` (the workflow), ``irn status`` (where a run stands), ``irn show IMAGE_ID``
-(the panels of one image), ``irn report`` (the HTML report).
+(the panels of one image), ``irn report`` (the HTML report), ``irn data fetch`` / ``irn data check``
+(download and verify the public datasets; check a config's dataset).
 
 Every step subcommand loads and validates the run config, does one step (often for one shard) and
 writes its outputs atomically. ``irn --help`` lists the commands; ``irn <command> --help`` their
@@ -8,7 +9,8 @@ options and an example.
 
 Exit codes: 0 success; 1 ``irn run``: Snakemake failed (its own exit code is passed on),
 ``irn status``: the run is not finished (pending, running, interrupted or stale jobs); 2 bad
-usage, invalid config or input, missing or corrupt file (the message names it); 3 ``irn status``:
+usage, invalid config or input, missing or corrupt file (the message names it), ``irn data check``:
+problems found; 3 ``irn status``:
 at least one job failed; 130 interrupted (Ctrl-C).
 """
 
@@ -296,7 +298,8 @@ def _add_downstream_commands(add: Callable[..., argparse.ArgumentParser]) -> Non
 EXIT_CODES = """exit codes:
   0    success
   1    irn run: Snakemake failed; irn status: the run is not finished (pending, running, stale jobs)
-  2    bad usage, invalid config or input, missing or corrupt file (the message names it)
+  2    bad usage, invalid config or input, missing or corrupt file (the message names it);
+       irn data check: problems found (the table names them)
   3    irn status: at least one job failed (its log's last error is shown)
   130  interrupted (Ctrl-C)"""
 
@@ -347,11 +350,15 @@ def command_run(arguments: argparse.Namespace, extra: Sequence[str] = ()) -> int
     import shlex
     import subprocess
 
-    _people_config(arguments)  # a config error is reported before Snakemake starts
+    config = _people_config(arguments)  # a config error is reported before Snakemake starts
     command = snakemake_command(arguments, extra)
     if arguments.print_command:
         sys.stdout.write(shlex.join(command) + "\n")
         return 0
+    if not arguments.no_data_check and not arguments.directory:
+        from irn_core.data.check import check_at_run_start
+
+        check_at_run_start(config)  # a wrong dataset folder: exit 2 with the table (the workflow checks too)
     logger.info("running: %s", shlex.join(command))
     return subprocess.run(command, check=False).returncode
 
@@ -407,21 +414,26 @@ def command_report(arguments: argparse.Namespace) -> None:
 
 
 def _add_people_commands(commands: argparse._SubParsersAction) -> None:
-    def add(name: str, function: Callable[..., object], help_text: str, example: str) -> argparse.ArgumentParser:
+    def add(name: str, function: Callable[..., object], help_text: str, example: str, *,
+            one_config_per_option: bool = False) -> argparse.ArgumentParser:
         command = commands.add_parser(
             name, help=help_text, description=help_text, epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # irn run takes targets as positional arguments: there --config takes one file per option
+        # (a list would swallow the targets); every option adds to the list, merged left to right.
+        forms = "--config A --config B" if one_config_per_option else "--config A B or --config A --config B"
         command.add_argument(
-            "--config", action="append", default=[],
-            help=f"config YAML file; repeat to merge several, left to right (default: {DEFAULT_CONFIG})",
+            "--config", nargs=1 if one_config_per_option else "+", action="extend", default=[],
+            help=f"config YAML file(s), merged left to right ({forms}; default: {DEFAULT_CONFIG})",
         )
         command.set_defaults(function=function)
         return command
 
     command = add("run", command_run, "run the workflow (Snakemake) for a config; extra options go to Snakemake",
                   "irn run --config config/config.yaml --cores 2 --dry-run\n"
-                  "  irn run --config config/voc12.yaml --profile config/profiles/slurm report -- --keep-going")
+                  "  irn run --config config/voc12.yaml --profile config/profiles/slurm report -- --keep-going",
+                  one_config_per_option=True)
     command.add_argument("targets", nargs="*", help="rules or files to make (default: the whole pipeline)")
     command.add_argument("--cores", help="CPU cores Snakemake may use (default: the profile's, else all)")
     command.add_argument("--profile", help="a Snakemake profile folder (e.g. config/profiles/slurm)")
@@ -430,6 +442,8 @@ def _add_people_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--directory", help="Snakemake's working directory (where results/ goes)")
     command.add_argument("--snakefile", help="another Snakefile (default: this checkout's workflow/Snakefile)")
     command.add_argument("--print-command", action="store_true", help="print the Snakemake command, run nothing")
+    command.add_argument("--no-data-check", action="store_true",
+                         help="do not check the dataset first (the workflow still checks it when it builds its DAG)")
     command.set_defaults(passes_extra=True)
 
     command = add("status", command_status, "where a run stands: each stage and shard done, stale, failed or "
@@ -452,6 +466,77 @@ def _add_people_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--threads", type=int, help="CPU threads (overrides compute.threads; the rule passes it)")
 
 
+def command_data_fetch(arguments: argparse.Namespace) -> None:
+    from irn_core.data.fetch import MIRROR_VARIABLE, config_overlay_text, fetch_dataset, load_resources
+
+    resources = load_resources(arguments.resources)
+    unknown = [name for name in arguments.datasets if name not in resources]
+    if unknown:
+        raise IrnError(f"unknown dataset(s) {unknown} (the resource table lists: {', '.join(resources)})")
+    mirror = arguments.mirror or os.environ.get(MIRROR_VARIABLE)
+    results = []
+    for name in arguments.datasets:
+        resource = resources[name].with_mirror(mirror) if mirror else resources[name]
+        results.append(fetch_dataset(resource, Path(arguments.root), progress=not arguments.no_progress,
+                                     keep_archives=arguments.keep_archives))
+    overlay = config_overlay_text(results, resources)
+    if arguments.write_config:
+        write_text_atomic(arguments.write_config, overlay)
+        bases = " ".join(f"--config {resources[name].base_config}" for name in dict.fromkeys(arguments.datasets)
+                         if resources[name].base_config)
+        sys.stdout.write(f"wrote {arguments.write_config}; run with: irn run {bases} "
+                         f"--config {arguments.write_config}\n")
+    else:
+        sys.stdout.write(overlay)
+
+
+def command_data_check(arguments: argparse.Namespace) -> int:
+    from irn_core.data.check import check_dataset, format_report
+
+    config = _people_config(arguments)
+    report = check_dataset(config, progress=not arguments.no_progress)
+    sys.stdout.write(report.to_json() + "\n" if arguments.json else format_report(report))
+    return 0 if report.ok else 2
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="fetch the public datasets (VOC 2012, SBD, COCO 2017) and check a "
+                               "dataset folder", description="fetch the public datasets and check a dataset folder")
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = actions.add_parser(
+        "fetch", help="download, verify (MD5) and unpack voc12, sbd or coco; print the config lines to use",
+        description="download (resuming interrupted downloads), verify and unpack the official archives listed in "
+        "resources/datasets.yaml; a dataset already fetched and verified is left alone",
+        epilog="example:\n  irn data fetch voc12 sbd --root data --write-config data/voc12-paths.yaml\n"
+        "  irn run --config config/voc12.yaml --config data/voc12-paths.yaml\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch.add_argument("datasets", nargs="+", metavar="DATASET", help="voc12, sbd or coco (several allowed)")
+    fetch.add_argument("--root", default="data", help="folder the datasets are unpacked in (default: data)")
+    fetch.add_argument("--mirror", help="URL prefix to download every archive from (PREFIX/<archive name>) "
+                       "instead of the official URL (also: IRN_DATA_MIRROR)")
+    fetch.add_argument("--resources", help="another resource table (default: resources/datasets.yaml; "
+                       "also: IRN_DATA_RESOURCES)")
+    fetch.add_argument("--write-config", help="write the dataset lines as a config file to merge onto "
+                       "config/voc12.yaml or config/coco.yaml")
+    fetch.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives after unpacking")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fetch.set_defaults(function=command_data_fetch)
+    check = actions.add_parser(
+        "check", help="check a config's dataset: split sizes, every image and label file, labels, sizes",
+        description="check that every image and label file of the config's splits exists and reads, the split "
+        "sizes (the official VOC 2012 / COCO 2017 counts where they apply), non-empty image-level labels; print "
+        "class counts and image size statistics. Exit code 2 and a table of the problems otherwise.",
+        epilog="example:\n  irn data check --config config/voc12.yaml --config data/voc12-paths.yaml\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--config", nargs="+", action="extend", default=[],
+                       help=f"config YAML file(s), merged left to right (default: {DEFAULT_CONFIG})")
+    check.add_argument("--json", action="store_true", help="the report as JSON")
+    check.add_argument("--no-progress", action="store_true", help="no progress bars")
+    check.set_defaults(function=command_data_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -460,8 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, function: Callable[[argparse.Namespace], None], help_text: str, *, shard: bool = False,
             config_required: bool = True) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("--config", required=config_required, nargs="+" if config_required else "*",
-                             default=[], help="config YAML file(s), merged left to right")
+        command.add_argument("--config", required=config_required, nargs="+", action="extend", default=[],
+                             help="config YAML file(s), merged left to right; a repeated --config adds to the list")
         if shard:
             command.add_argument("--shard", type=int, required=True, help="shard index (0-based)")
         command.add_argument("--threads", type=int, help="CPU threads (overrides compute.threads)")
@@ -534,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--metrics", nargs="+", required=True, help="STAGE=metrics.json")
     command.add_argument("--out", required=True)
     _add_people_commands(commands)
+    _add_data_commands(commands)
     return parser
 
 

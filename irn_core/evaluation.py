@@ -489,8 +489,9 @@ def coco_mask_ap(
     coco_gt: Any,
     *,
     image_ids: Sequence[str | int] | None = None,
-) -> dict[str, float]:
-    """COCO mask AP with pycocotools ``COCOeval(iouType="segm")``: the 12 numbers of ``summarize``.
+) -> dict[str, float | None]:
+    """COCO mask AP with pycocotools ``COCOeval(iouType="segm")``: the 12 numbers of ``summarize``
+    (None where pycocotools reports -1: no ground-truth object of that area range, see :func:`coco_stat`).
 
     ``predictions``: image id → (masks (N, H, W) bool, class_ids (N,) int, scores (N,) float), or an object
     with ``masks``, ``class_ids`` and ``scores`` attributes. An image id is the file stem (as
@@ -562,7 +563,22 @@ def coco_mask_ap(
         evaluator.accumulate()
         evaluator.summarize()
     logger.info("COCO mask AP over %d images:\n%s", len(evaluated), output.getvalue().rstrip())
-    return {name: float(value) for name, value in zip(COCO_STAT_NAMES, evaluator.stats)}
+    return {name: coco_stat(value) for name, value in zip(COCO_STAT_NAMES, evaluator.stats)}
+
+
+NOT_APPLICABLE = "n/a"
+"""How a metric that does not apply is shown in text and Markdown (JSON: null)."""
+
+
+def format_percent(value: float | None, spec: str = ".1f") -> str:
+    """A fraction as a percentage; None (not applicable, JSON null) as :data:`NOT_APPLICABLE`."""
+    return NOT_APPLICABLE if value is None else format(100 * float(value), spec)
+
+
+def coco_stat(value: float) -> float | None:
+    """One number of ``COCOeval.stats``; None for pycocotools' -1, "no ground-truth object in this area
+    range" (e.g. AP_small on a dataset without small objects): not applicable, never a score."""
+    return None if float(value) < 0 else float(value)
 
 
 # ---------------------------------------------------------------------------------------------- tables

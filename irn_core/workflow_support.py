@@ -213,7 +213,8 @@ def prepare(
     snakemake_config: Mapping[str, Any], default_config: Path, *, main_process: bool = True
 ) -> WorkflowContext:
     """Validate the config; in the main process record the resolved config (only when it changed,
-    so an unchanged re-run touches nothing), extend the recorded shard plan and write the run record.
+    so an unchanged re-run touches nothing), check the dataset (:func:`irn_core.data.check.check_at_run_start`:
+    a wrong folder raises with the table of problems), extend the recorded shard plan and write the run record.
     In a job's own Snakemake process read the recorded plan and write nothing."""
     data = dict(snakemake_config) if snakemake_config else read_yaml(default_config)
     run = validate_config(data, source="snakemake config")
@@ -222,6 +223,9 @@ def prepare(
         text = dump_config(run)
         if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
             write_text_atomic(config_path, text)
+        from irn_core.data.check import check_at_run_start
+
+        check_at_run_start(run)  # a wrong dataset folder stops here, with the table (cached while unchanged)
         plan = update_recorded_plan(run)
         from irn_core.records import write_run_record
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -51,3 +52,39 @@ def test_cam_labels_follow_the_reference_eval_cam() -> None:
     cams[1, 0, 1] = 0.1  # below the background score
     labels = cam_labels(cams, np.array([4, 7]), 0.15)
     assert labels.tolist() == [[5, 0, 0], [0, 0, 8]]
+
+
+def _show_config(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    import yaml
+
+    assert main(["show-config", *arguments]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_repeated_config_options_merge_in_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("name: from_a\nseed: 7\n")
+    second.write_text("name: from_b\n")
+    repeated = _show_config(["--config", str(CONFIG), "--config", str(first), "--config", str(second)], capsys)
+    listed = _show_config(["--config", str(CONFIG), str(first), str(second)], capsys)
+    assert repeated == listed
+    assert repeated["name"] == "from_b" and repeated["seed"] == 7  # B over A, and A's seed kept
+
+
+def test_every_command_merges_repeated_config_options() -> None:
+    from irn_core.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    checked = 0
+    for name, command in commands.items():
+        for action in command._actions:
+            if "--config" not in action.option_strings:
+                continue
+            namespace = argparse.Namespace(config=list(action.default))
+            action(command, namespace, ["a.yaml"], "--config")
+            action(command, namespace, ["b.yaml"], "--config")
+            assert namespace.config == ["a.yaml", "b.yaml"], name
+            assert action.default == [], name  # the default list is not changed in place
+            checked += 1
+    assert checked >= 20

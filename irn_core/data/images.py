@@ -106,3 +106,30 @@ def image_size(path: str | os.PathLike[str], *, image_id: str | None = None) -> 
     with _open(path, image_id, "image") as image:
         width, height = image.size
     return int(height), int(width)
+
+
+def image_header(path: str | os.PathLike[str], *, image_id: str | None = None) -> tuple[tuple[int, int], str]:
+    """((height, width), format) of an image file from its header, without decoding the pixels."""
+    path = Path(path)
+    with _open(path, image_id, "image") as image:
+        width, height = image.size
+        file_format = str(image.format)
+    return (int(height), int(width)), file_format
+
+
+PNG_END = b"IEND\xaeB`\x82"
+"""The last 8 bytes of every complete PNG file (the IEND chunk's type and CRC)."""
+
+
+def image_is_complete(path: str | os.PathLike[str], file_format: str) -> bool:
+    """Whether a JPEG or PNG file ends as a complete one does (its end marker; other formats: True),
+    read from the file's last bytes only: a truncated download or copy fails this without decoding."""
+    path = Path(path)
+    if file_format == "JPEG":
+        return _has_jpeg_end_marker(path)
+    if file_format == "PNG":
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - len(PNG_END)))
+            return handle.read() == PNG_END
+    return True

@@ -36,6 +36,7 @@ from PIL import Image
 
 from irn_core.config import RunConfig, dump_config, stage_hash
 from irn_core.data.registry import SegmentationDataset
+from irn_core.evaluation import NOT_APPLICABLE
 from irn_core.report import figures
 from irn_core.report.colours import colour_wheel_legend, palette_array
 from irn_core.report.panels import Panel
@@ -72,10 +73,11 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "_"
 
 
-def read_metrics(evaluation_dir: Path) -> dict[str, dict[str, float]]:
+def read_metrics(evaluation_dir: Path) -> dict[str, dict[str, float | None]]:
     """Headline metrics of every stage: ``evaluation/<stage>.json`` -> stage -> metric -> value
-    (files that are not a JSON object of numbers are skipped with a warning)."""
-    metrics: dict[str, dict[str, float]] = {}
+    (None: JSON null, a metric that does not apply, shown as "n/a"; files that are not a JSON object of
+    numbers are skipped with a warning)."""
+    metrics: dict[str, dict[str, float | None]] = {}
     for path in sorted(evaluation_dir.glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -85,10 +87,10 @@ def read_metrics(evaluation_dir: Path) -> dict[str, dict[str, float]]:
         if not isinstance(data, dict):
             logger.warning("%s skipped: not a JSON object", path)
             continue
-        numbers = {
-            str(key): float(value)
+        numbers: dict[str, float | None] = {
+            str(key): None if value is None else float(value)
             for key, value in data.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
         }
         if numbers:
             metrics[path.stem] = numbers
@@ -311,11 +313,15 @@ def _image_tag(path: Path, relative: str, alt: str, css_class: str) -> str:
             f'alt="{_escape(alt)}">')
 
 
-def _percent(value: float) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+def _percent(value: float | None) -> str:
+    """A fraction as a percentage; None (not applicable, e.g. COCO's AP_small without small objects) as "n/a",
+    NaN (not computed) as a dash."""
+    if value is None:
+        return NOT_APPLICABLE
+    return "–" if isinstance(value, float) and math.isnan(value) else f"{100 * value:.1f}"
 
 
-def _metrics_html(metrics: dict[str, dict[str, float]]) -> str:
+def _metrics_html(metrics: dict[str, dict[str, float | None]]) -> str:
     if not metrics:
         return '<p class="note">No metric files in evaluation/.</p>'
     rows = []
@@ -398,7 +404,7 @@ def _gallery_html(gallery: Gallery, output: Path) -> str:
 def render_html(
     config: RunConfig,
     *,
-    metrics: dict[str, dict[str, float]],
+    metrics: dict[str, dict[str, float | None]],
     galleries: Sequence[Gallery],
     charts: Sequence[tuple[str, str, str]],
     tables: dict[str, pd.DataFrame],

@@ -307,7 +307,9 @@ def evaluate_instance_predictions(
     )
     table["AP^r_vol"] = evaluation.instance_table(results, class_names)["AP^r_vol"]
     evaluation.write_table(table, output_prefix)
-    summary = {f"mAP@{threshold:g}": float(results[threshold][1]) for threshold in config.evaluation.iou_thresholds}
+    summary: dict[str, float | None] = {
+        f"mAP@{threshold:g}": float(results[threshold][1]) for threshold in config.evaluation.iou_thresholds
+    }
     summary["mAP_vol"] = float(evaluation.map_r_vol(results))
     if coco_ap:
         ground_truth = coco_ground_truth(config, role, evaluated)
@@ -315,7 +317,8 @@ def evaluate_instance_predictions(
             coco = evaluation.coco_mask_ap(_StoredInstances(store, evaluated), ground_truth)
         summary.update({f"COCO {name}": value for name, value in coco.items()})
     _write_skipped(output_prefix, skipped)
-    logger.info("%s: %s", title, ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items()))
+    shown = ", ".join(f"{key} {evaluation.format_percent(value, '.2f')}" for key, value in summary.items())
+    logger.info("%s: %s", title, shown)
     result: dict[str, Any] = {**summary, "images": len(evaluated)}
     if skipped:
         result["skipped"] = dict(sorted(skipped.items()))
@@ -430,7 +433,8 @@ def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) 
     for values in metrics.values():
         skipped.update(values.get("skipped", {}))
     extra = [
-        {"stage": stage, "metric": name, "value": value if name == "images" else round(100 * float(value), 2)}
+        {"stage": stage, "metric": name,
+         "value": value if name == "images" else evaluation.format_percent(value, ".2f")}
         for stage, values in metrics.items()
         for name, value in values.items()
         if (stage, name) not in shown and name != "skipped" and not isinstance(value, (dict, list))
