@@ -74,7 +74,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from irn_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -173,6 +172,8 @@ def _build_resnet(name: str, norm_layer: NormLayer, output_stride: int = 16) -> 
     """A torchvision ResNet (random init). Output stride 16: ``layer4`` has stride 1 and no dilation
     (the reference). Output stride 8: ``layer3`` and ``layer4`` have stride 1 and dilation 2 and 4
     (see the module docstring)."""
+    import torchvision  # imported here: importing it costs seconds, and only ResNets need it
+
     resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
     resnet.fc = nn.Identity()  # the ImageNet classifier is not used
     if output_stride == 16:
@@ -224,6 +225,8 @@ def resnet_imagenet_url(name: str) -> str:
     """The URL of the torchvision IMAGENET1K_V1 weights of ResNet ``name`` (from torchvision's weights enum)."""
     if name not in _RESNET_WEIGHTS:
         raise ConfigError(f"no torchvision ImageNet weights for backbone {name!r}")
+    import torchvision  # see _build_resnet
+
     return str(getattr(torchvision.models, _RESNET_WEIGHTS[name]).IMAGENET1K_V1.url)
 
 

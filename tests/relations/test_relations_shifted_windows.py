@@ -1,0 +1,87 @@
+"""shifted_windows (the one-gather form of IRNet's path and destination stacks) against the slice stacks
+it replaced: the same values bit for bit, the same gradients up to the order of float32 sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from irn_core.errors import InputError
+from irn_core.relations.affinity import boundary_to_path_max
+from irn_core.relations.pair_labels import destination_stack
+from irn_core.relations.path_index import path_index, shifted_windows
+
+
+def _sliced_destinations(values: torch.Tensor, radius: float) -> torch.Tensor:
+    """The former destination_stack: one slice per direction, stacked."""
+    index = path_index(radius)
+    rows, cols = index.source_window(*values.shape[-2:])
+    height, width = rows.stop, cols.stop - cols.start
+    return torch.stack(
+        [values[..., dy : dy + height, cols.start + dx : cols.start + dx + width] for dy, dx in index.directions.tolist()],
+        dim=-3,
+    )
+
+
+def _sliced_path_max(boundary: torch.Tensor, radius: float) -> torch.Tensor:
+    """The former autograd path maximum over the source window: one slice per path point, stacked per group."""
+    index = path_index(radius)
+    rows, cols = index.source_window(*boundary.shape[-2:])
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    maxima = []
+    for group in index.groups:
+        points = [
+            boundary[:, rows.start + dy : rows.start + dy + height, cols.start + dx : cols.start + dx + width]
+            for path in group.offsets.tolist()
+            for dy, dx in path
+        ]
+        gathered = torch.stack(points, dim=1).view(boundary.shape[0], group.count, group.length, height, width)
+        maxima.append(gathered.max(dim=2).values)
+    return torch.cat(maxima, dim=1)
+
+
+def test_shifted_windows_are_the_slices() -> None:
+    values = torch.arange(2 * 3 * 7 * 9, dtype=torch.float32).view(2, 3, 7, 9)
+    offsets = np.array([[0, 0], [2, -1], [1, 3]])
+    windows = shifted_windows(values, offsets, top=1, left=2, height=4, width=3)
+    assert windows.shape == (2, 3, 3, 4, 3)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        assert torch.equal(windows[:, :, k], values[..., 1 + dy : 5 + dy, 2 + dx : 5 + dx])
+    with pytest.raises(InputError, match="leave the 7x9 map"):
+        shifted_windows(values, np.array([[4, 0]]), top=1, left=2, height=4, width=3)
+
+
+@pytest.mark.parametrize("radius", [5, 10])
+def test_destinations_and_path_maxima_equal_the_slice_stacks(radius: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    displacement = torch.randn(2, 2, 30, 33, generator=generator, requires_grad=True)
+    boundary = torch.rand(2, 30, 33, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 30, 33), generator=generator).to(torch.uint8)
+
+    assert torch.equal(destination_stack(labels, path_index(radius)), _sliced_destinations(labels, radius))
+    new = destination_stack(displacement, path_index(radius))
+    old = _sliced_destinations(displacement, radius)
+    assert torch.equal(new, old)
+    upstream = torch.randn(new.shape, generator=generator)
+    (new_gradient,) = torch.autograd.grad(new, displacement, upstream)
+    (old_gradient,) = torch.autograd.grad(old, displacement, upstream)
+    torch.testing.assert_close(new_gradient, old_gradient, rtol=1e-5, atol=1e-5)
+
+    new = boundary_to_path_max(boundary, path_index(radius), region="source_window")
+    old = _sliced_path_max(boundary, radius)
+    assert torch.equal(new, old)
+    upstream = torch.randn(new.shape, generator=generator)
+    (new_gradient,) = torch.autograd.grad(new, boundary, upstream)
+    (old_gradient,) = torch.autograd.grad(old, boundary, upstream)
+    torch.testing.assert_close(new_gradient, old_gradient, rtol=1e-5, atol=1e-5)
+    assert float(old_gradient.abs().max()) > 0.1  # the comparison sees real gradients
+
+
+def test_full_region_path_maximum_with_and_without_autograd_agree() -> None:
+    """The gathered autograd branch against the running-maximum branch (padding read as 1 off the map)."""
+    boundary = torch.rand(2, 17, 19, generator=torch.Generator().manual_seed(1))
+    index = path_index(5)
+    expected = boundary_to_path_max(boundary, index, region="full")
+    actual = boundary_to_path_max(boundary.clone().requires_grad_(True), index, region="full")
+    assert torch.equal(actual.detach(), expected)
