@@ -330,9 +330,12 @@ class SamePaddingConv2d(nn.Conv2d):
             kernel = (self.kernel_size[axis - 2] - 1) * self.dilation[axis - 2] + 1
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             padding.extend((total // 2, total - total // 2))
-        if any(padding):
-            x = F.pad(x, padding)
-        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        left, right, top, bottom = padding
+        if left == right and top == bottom:
+            # symmetric: the convolution's own zero padding, without the padded copy of the input (and its
+            # gradient); the same values as F.pad then convolution
+            return F.conv2d(x, self.weight, None, self.stride, (top, left), self.dilation, self.groups)
+        return F.conv2d(F.pad(x, padding), self.weight, None, self.stride, 0, self.dilation, self.groups)
 
 
 class MobileInvertedBottleneck(nn.Module):

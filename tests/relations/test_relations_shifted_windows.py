@@ -11,34 +11,7 @@ from irn_core.errors import InputError
 from irn_core.relations.affinity import boundary_to_path_max
 from irn_core.relations.pair_labels import destination_stack
 from irn_core.relations.path_index import path_index, shifted_windows
-
-
-def _sliced_destinations(values: torch.Tensor, radius: float) -> torch.Tensor:
-    """The former destination_stack: one slice per direction, stacked."""
-    index = path_index(radius)
-    rows, cols = index.source_window(*values.shape[-2:])
-    height, width = rows.stop, cols.stop - cols.start
-    return torch.stack(
-        [values[..., dy : dy + height, cols.start + dx : cols.start + dx + width] for dy, dx in index.directions.tolist()],
-        dim=-3,
-    )
-
-
-def _sliced_path_max(boundary: torch.Tensor, radius: float) -> torch.Tensor:
-    """The former autograd path maximum over the source window: one slice per path point, stacked per group."""
-    index = path_index(radius)
-    rows, cols = index.source_window(*boundary.shape[-2:])
-    height, width = rows.stop - rows.start, cols.stop - cols.start
-    maxima = []
-    for group in index.groups:
-        points = [
-            boundary[:, rows.start + dy : rows.start + dy + height, cols.start + dx : cols.start + dx + width]
-            for path in group.offsets.tolist()
-            for dy, dx in path
-        ]
-        gathered = torch.stack(points, dim=1).view(boundary.shape[0], group.count, group.length, height, width)
-        maxima.append(gathered.max(dim=2).values)
-    return torch.cat(maxima, dim=1)
+from relations_oracles import sliced_destinations, sliced_path_max
 
 
 def test_shifted_windows_are_the_slices() -> None:
@@ -59,9 +32,9 @@ def test_destinations_and_path_maxima_equal_the_slice_stacks(radius: float) -> N
     boundary = torch.rand(2, 30, 33, generator=generator, requires_grad=True)
     labels = torch.randint(0, 3, (2, 30, 33), generator=generator).to(torch.uint8)
 
-    assert torch.equal(destination_stack(labels, path_index(radius)), _sliced_destinations(labels, radius))
+    assert torch.equal(destination_stack(labels, path_index(radius)), sliced_destinations(labels, radius))
     new = destination_stack(displacement, path_index(radius))
-    old = _sliced_destinations(displacement, radius)
+    old = sliced_destinations(displacement, radius)
     assert torch.equal(new, old)
     upstream = torch.randn(new.shape, generator=generator)
     (new_gradient,) = torch.autograd.grad(new, displacement, upstream)
@@ -69,7 +42,7 @@ def test_destinations_and_path_maxima_equal_the_slice_stacks(radius: float) -> N
     torch.testing.assert_close(new_gradient, old_gradient, rtol=1e-5, atol=1e-5)
 
     new = boundary_to_path_max(boundary, path_index(radius), region="source_window")
-    old = _sliced_path_max(boundary, radius)
+    old = sliced_path_max(boundary, radius)
     assert torch.equal(new, old)
     upstream = torch.randn(new.shape, generator=generator)
     (new_gradient,) = torch.autograd.grad(new, boundary, upstream)
