@@ -8,6 +8,13 @@
   16, stages 1-3 frozen, 1 thread as the demo runs it). Baseline: Lite0's "SAME" convolutions padding a
   copy of their input with ``F.pad`` also where the padding is symmetric (the convolution's own padding
   now); prints whether logits and gradients are bit-identical.
+* ``maskrcnn_step`` (2 threads) and ``make_cam`` (one 280x320 image, 4 scales + flip, 1 thread): the same
+  padding comparison on a Mask R-CNN training step at the demo's sizes (4 images, 2 instances each) and on
+  the multi-scale CAMs of one image.
+* ``irnet_drift`` (``--drift``): what the reordered gradient sums do to training. IRNet (batch 4, crop 128)
+  trained 30 SGD steps on fixed random batches with the former stacks and with the new gather, and, for
+  scale, with the former stacks on 1 thread and on 2 (another summation order of the same kind); prints
+  the largest parameter difference relative to the largest parameter change of training.
 * ``step_import``: starting a step that needs no ResNet or Mask R-CNN (``import irn_core.steps.cam``) in
   a fresh interpreter. Baseline: the same with ``import torchvision`` first, as the backbones module did.
 
@@ -38,11 +45,14 @@ sys.path.insert(0, str(ROOT / "tests" / "relations"))  # the former stacks, kept
 
 from relations_oracles import sliced_destinations, sliced_path_max  # noqa: E402
 
+from irn_core.cam.infer import multiscale_cams  # noqa: E402
 from irn_core.deeplab.train import DeepLabTrainSettings, build_deeplab  # noqa: E402
 from irn_core.engine.distributed import DistributedContext  # noqa: E402
 from irn_core.irnet.train import _loss_step  # noqa: E402
 from irn_core.models.backbones import SamePaddingConv2d, build_backbone  # noqa: E402
+from irn_core.models.cam import CAMNet  # noqa: E402
 from irn_core.models.irnet import IRNet  # noqa: E402
+from irn_core.models.maskrcnn import build_mask_rcnn  # noqa: E402
 from irn_core.relations import losses  # noqa: E402
 from irn_core.relations.path_index import PathIndex  # noqa: E402
 
@@ -108,6 +118,54 @@ def deeplab_step(batch_size: int = 8, crop_size: int = 224) -> Callable[[], tupl
     return run
 
 
+def maskrcnn_step() -> Callable[[], float]:
+    """A timed Mask R-CNN training step at the demo's model and image sizes (sampling seeded per step)."""
+    torch.manual_seed(0)
+    model = build_mask_rcnn(
+        backbone="efficientnet_lite0_fpn", num_classes=4, weights="none", frozen_stages=4, fpn_channels=64,
+        fpn_norm="group_norm", box_head_channels=256, mask_head_channels=64, min_size=256, max_size=320,
+        rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=1000, roi_batch_size_per_image=64,
+    ).train()
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 256, 320, generator=generator) for _ in range(4)]
+    boxes = torch.tensor([[20.0, 30.0, 150.0, 200.0], [140.0, 60.0, 300.0, 240.0]])
+    masks = torch.zeros(2, 256, 320, dtype=torch.uint8)
+    for mask, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist(), strict=True):
+        mask[y1:y2, x1:x2] = 1
+    targets = [{"boxes": boxes, "labels": torch.tensor([1, 3]), "masks": masks} for _ in images]
+
+    def run() -> float:
+        torch.manual_seed(1)
+        model.zero_grad(set_to_none=True)
+        started = time.perf_counter()
+        sum(model(images, targets).values()).backward()
+        return time.perf_counter() - started
+
+    return run
+
+
+def make_cam() -> Callable[[], float]:
+    """Timed multi-scale + flip CAMs of one 280x320 image."""
+    torch.manual_seed(0)
+    model = CAMNet(build_backbone("efficientnet_lite0", weights=None, frozen_batchnorm=True), 4).eval()
+    image = torch.randint(0, 256, (280, 320, 3), generator=torch.Generator().manual_seed(0)).to(torch.uint8).numpy()
+
+    def run() -> float:
+        started = time.perf_counter()
+        multiscale_cams(model, image)
+        return time.perf_counter() - started
+
+    return run
+
+
+def with_padded_copies(run: Callable[[], float]) -> Callable[[], float]:
+    def baseline() -> float:
+        with padded_copies():
+            return run()
+
+    return baseline
+
+
 def irnet_step(batch_size: int = 16, crop_size: int = 256, radius: float = 10) -> Callable[[], float]:
     """A timed IRNet training step (forward, losses, backward) on fixed random inputs."""
     torch.manual_seed(0)
@@ -139,6 +197,41 @@ def step_import(preload_torchvision: bool) -> Callable[[], float]:
     return run
 
 
+def _trained_heads(former: bool, threads: int, steps: int = 30) -> list[torch.Tensor]:
+    """IRNet's parameters after ``steps`` SGD steps (lr 0.01, momentum 0.9) on fixed random batches."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = IRNet(build_backbone("efficientnet_lite0", weights=None, frozen_batchnorm=True)).train()
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.01, momentum=0.9)
+    loss_step = _loss_step(10, DistributedContext(), 0.1)
+    generator = torch.Generator().manual_seed(1)
+    start = [parameter.detach().clone() for parameter in trainable]
+    for _ in range(steps):
+        images = torch.randn(4, 3, 128, 128, generator=generator)
+        labels = torch.randint(0, 3, (4, 32, 32), generator=generator).to(torch.uint8)
+        with former_stacks() if former else contextlib.nullcontext():
+            loss = loss_step(model, {"image": images, "label": labels})["total"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return [parameter.detach() - initial for parameter, initial in zip(trainable, start, strict=True)]
+
+
+def drift(threads: int) -> None:
+    """Print how far the new gather and a thread-count change move 30 training steps' parameters."""
+    baseline = _trained_heads(True, threads)
+    scale = max(float(change.abs().max()) for change in baseline)
+
+    def distance(other: list[torch.Tensor]) -> float:
+        return max(float((a - b).abs().max()) for a, b in zip(baseline, other, strict=True)) / scale
+
+    print(f"irnet_drift  new gather vs former stacks ({threads} threads): {distance(_trained_heads(False, threads)):.2e}"
+          f" of the largest change; former stacks on {3 - threads} vs {threads} threads: "
+          f"{distance(_trained_heads(True, 3 - threads)):.2e}")
+    torch.set_num_threads(threads)
+
+
 def compare(name: str, baseline: Callable[[], float], new: Callable[[], float], repeats: int) -> None:
     """Alternate the two, print the medians and baseline / new."""
     baseline_times, new_times = [], []
@@ -149,37 +242,50 @@ def compare(name: str, baseline: Callable[[], float], new: Callable[[], float], 
     print(f"{name:12s} baseline {old:7.3f} s  new {fresh:7.3f} s  ratio {old / fresh:5.2f}x  ({repeats} repeats)")
 
 
+MEASUREMENTS = ("irnet_step", "deeplab_step", "make_cam", "maskrcnn_step", "step_import")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the demo's train_irnet: 2)")
+    parser.add_argument("--threads", type=int, default=2, choices=(1, 2),
+                        help="torch threads of the jobs the demo runs on two (train_irnet, train_maskrcnn)")
+    parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, default=MEASUREMENTS)
+    parser.add_argument("--drift", action="store_true", help="only the irnet_drift measurement")
     arguments = parser.parse_args()
-    torch.set_num_threads(arguments.threads)
-    step = irnet_step()
-    step()  # warm-up of both forms
-    with former_stacks():
-        step()
+    if arguments.drift:
+        drift(arguments.threads)
+        return
+    for name in arguments.only:
+        torch.set_num_threads(1 if name in ("deeplab_step", "make_cam") else arguments.threads)
+        if name == "irnet_step":
+            step = irnet_step()
+            step()  # warm-up of both forms
+            with former_stacks():
+                step()
 
-    def baseline_step() -> float:
-        with former_stacks():
-            return step()
+            def baseline_step() -> float:
+                with former_stacks():
+                    return step()
 
-    compare("irnet_step", baseline_step, step, arguments.repeats)
-    deeplab = deeplab_step()
-    _, new_outputs = deeplab()
-    with padded_copies():
-        _, old_outputs = deeplab()
-    identical = all(torch.equal(new, old) for new, old in zip(new_outputs, old_outputs, strict=True))
-    print(f"deeplab_step logits and gradients bit-identical to the padded copies: {identical}")
-
-    def baseline_deeplab() -> float:
-        with padded_copies():
-            return deeplab()[0]
-
-    torch.set_num_threads(1)
-    compare("deeplab_step", baseline_deeplab, lambda: deeplab()[0], arguments.repeats)
-    torch.set_num_threads(arguments.threads)
-    compare("step_import", step_import(True), step_import(False), arguments.repeats)
+            compare(name, baseline_step, step, arguments.repeats)
+        elif name == "deeplab_step":
+            deeplab = deeplab_step()
+            _, new_outputs = deeplab()
+            with padded_copies():
+                _, old_outputs = deeplab()
+            identical = all(torch.equal(new, old) for new, old in zip(new_outputs, old_outputs, strict=True))
+            print(f"deeplab_step logits and gradients bit-identical to the padded copies: {identical}")
+            compare(name, with_padded_copies(lambda: deeplab()[0]), lambda: deeplab()[0], arguments.repeats)
+        elif name == "make_cam":
+            cams = make_cam()
+            compare(name, with_padded_copies(cams), cams, arguments.repeats)
+        elif name == "maskrcnn_step":
+            maskrcnn = maskrcnn_step()
+            maskrcnn()
+            compare(name, with_padded_copies(maskrcnn), maskrcnn, arguments.repeats)
+        else:
+            compare(name, step_import(True), step_import(False), arguments.repeats)
 
 
 if __name__ == "__main__":

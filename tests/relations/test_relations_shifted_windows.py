@@ -25,30 +25,30 @@ def test_shifted_windows_are_the_slices() -> None:
         shifted_windows(values, np.array([[4, 0]]), top=1, left=2, height=4, width=3)
 
 
+def _assert_same_values_and_close_gradients(new: torch.Tensor, old: torch.Tensor, leaf: torch.Tensor) -> None:
+    assert torch.equal(new, old)
+    upstream = torch.randn(new.shape, generator=torch.Generator().manual_seed(2))
+    (new_gradient,) = torch.autograd.grad(new, leaf, upstream)
+    (old_gradient,) = torch.autograd.grad(old, leaf, upstream)
+    torch.testing.assert_close(new_gradient, old_gradient, rtol=1e-5, atol=1e-5)
+    assert float(old_gradient.abs().max()) > 0.1  # the comparison sees real gradients
+
+
 @pytest.mark.parametrize("radius", [5, 10])
 def test_destinations_and_path_maxima_equal_the_slice_stacks(radius: float) -> None:
     generator = torch.Generator().manual_seed(0)
     displacement = torch.randn(2, 2, 30, 33, generator=generator, requires_grad=True)
     boundary = torch.rand(2, 30, 33, generator=generator, requires_grad=True)
     labels = torch.randint(0, 3, (2, 30, 33), generator=generator).to(torch.uint8)
+    index = path_index(radius)
 
-    assert torch.equal(destination_stack(labels, path_index(radius)), sliced_destinations(labels, radius))
-    new = destination_stack(displacement, path_index(radius))
-    old = sliced_destinations(displacement, radius)
-    assert torch.equal(new, old)
-    upstream = torch.randn(new.shape, generator=generator)
-    (new_gradient,) = torch.autograd.grad(new, displacement, upstream)
-    (old_gradient,) = torch.autograd.grad(old, displacement, upstream)
-    torch.testing.assert_close(new_gradient, old_gradient, rtol=1e-5, atol=1e-5)
-
-    new = boundary_to_path_max(boundary, path_index(radius), region="source_window")
-    old = sliced_path_max(boundary, radius)
-    assert torch.equal(new, old)
-    upstream = torch.randn(new.shape, generator=generator)
-    (new_gradient,) = torch.autograd.grad(new, boundary, upstream)
-    (old_gradient,) = torch.autograd.grad(old, boundary, upstream)
-    torch.testing.assert_close(new_gradient, old_gradient, rtol=1e-5, atol=1e-5)
-    assert float(old_gradient.abs().max()) > 0.1  # the comparison sees real gradients
+    assert torch.equal(destination_stack(labels, index), sliced_destinations(labels, radius))
+    _assert_same_values_and_close_gradients(
+        destination_stack(displacement, index), sliced_destinations(displacement, radius), displacement
+    )
+    _assert_same_values_and_close_gradients(
+        boundary_to_path_max(boundary, index, region="source_window"), sliced_path_max(boundary, radius), boundary
+    )
 
 
 def test_full_region_path_maximum_with_and_without_autograd_agree() -> None:
