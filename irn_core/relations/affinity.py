@@ -13,7 +13,8 @@ Memory: paths are gathered one length-group at a time and reduced with ``max(dim
 backward keeps only the argmax indices of the group's output, never the gathered
 ``(B, Σ len, N)`` tensor. Speed: with autograd, the window of each distinct path point is gathered
 once by one ``index_select`` (:func:`~irn_core.relations.path_index.shifted_windows`) and the groups
-pick from those windows, so the backward is a few ``index_add`` passes rather than one map-sized
+pick from those windows (stored points-first, so that each pick is one contiguous block), so the
+backward is a few ``index_add`` passes rather than one map-sized
 gradient per path point (about 4,600 per radius-10 batch, a third of IRNet's training step on CPU).
 The values are the same; the boundary's gradient sums the same terms in another order.
 """
@@ -88,15 +89,17 @@ def boundary_to_path_max(
     windows = shifted_windows(
         padded, distinct, top=origin_y + row_start, left=origin_x + col_start, height=out_height, width=out_width
     )
+    # points first, so that each selected window (and its gradient) is one contiguous block of the batch
+    windows = windows.transpose(0, 1).contiguous()  # (points, B, h_out, w_out)
     start = 0
     for group in index.groups:
         # one length-group at a time; max(dim)'s backward keeps only the argmax indices
         selection = inverse[start : start + group.count * group.length]
         start += group.count * group.length
-        gathered = windows.index_select(1, selection).view(batch, group.count, group.length, out_height, out_width)
-        group_maxima.append(torch.max(gathered, dim=2).values)
+        gathered = windows.index_select(0, selection).view(group.count, group.length, batch, out_height, out_width)
+        group_maxima.append(torch.max(gathered, dim=1).values)
         del gathered
-    return torch.cat(group_maxima, dim=1)
+    return torch.cat(group_maxima, dim=0).transpose(0, 1).contiguous()
 
 
 def boundary_to_affinity(
