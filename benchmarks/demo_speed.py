@@ -7,7 +7,9 @@
 * ``deeplab_step``: one DeepLab v2 training step at the demo's settings (batch 8, crop 224, output stride
   16, stages 1-3 frozen, 1 thread as the demo runs it). Baseline: Lite0's "SAME" convolutions padding a
   copy of their input with ``F.pad`` also where the padding is symmetric (the convolution's own padding
-  now); prints whether logits and gradients are bit-identical.
+  now), and the ASPP's rate-18 and rate-24 branches run as full dilated 3x3 convolutions on the 14x14
+  features (their outer taps read only padding; 1x1 now). Prints whether logits and gradients are
+  bit-identical with the padding change alone, and their largest difference with both.
 * ``maskrcnn_step`` (2 threads) and ``make_cam`` (one 280x320 image, 4 scales + flip, 1 thread): the same
   padding comparison on a Mask R-CNN training step at the demo's sizes (4 images, 2 instances each) and on
   the multi-scale CAMs of one image.
@@ -50,6 +52,7 @@ from irn_core.deeplab.train import DeepLabTrainSettings, build_deeplab  # noqa: 
 from irn_core.engine.distributed import DistributedContext  # noqa: E402
 from irn_core.irnet.train import _loss_step  # noqa: E402
 from irn_core.models.backbones import SamePaddingConv2d, build_backbone  # noqa: E402
+from irn_core.models import deeplab as deeplab_model  # noqa: E402
 from irn_core.models.cam import CAMNet  # noqa: E402
 from irn_core.models.irnet import IRNet  # noqa: E402
 from irn_core.models.maskrcnn import build_mask_rcnn  # noqa: E402
@@ -97,6 +100,17 @@ def padded_copies() -> Iterator[None]:
         yield
     finally:
         SamePaddingConv2d.forward = saved  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def full_aspp() -> Iterator[None]:
+    """Every ASPP branch as its full dilated convolution, as before the padding-only taps were left out."""
+    saved = deeplab_model._dilated_branch
+    deeplab_model._dilated_branch = lambda branch, x: branch(x)
+    try:
+        yield
+    finally:
+        deeplab_model._dilated_branch = saved
 
 
 def deeplab_step(batch_size: int = 8, crop_size: int = 224) -> Callable[[], tuple[float, list[torch.Tensor]]]:
@@ -272,11 +286,20 @@ def main() -> None:
         elif name == "deeplab_step":
             deeplab = deeplab_step()
             _, new_outputs = deeplab()
-            with padded_copies():
+            with padded_copies(), full_aspp():
                 _, old_outputs = deeplab()
-            identical = all(torch.equal(new, old) for new, old in zip(new_outputs, old_outputs, strict=True))
-            print(f"deeplab_step logits and gradients bit-identical to the padded copies: {identical}")
-            compare(name, with_padded_copies(lambda: deeplab()[0]), lambda: deeplab()[0], arguments.repeats)
+            with full_aspp():
+                _, full_aspp_outputs = deeplab()
+            identical = all(torch.equal(a, b) for a, b in zip(full_aspp_outputs, old_outputs, strict=True))
+            difference = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(new_outputs, old_outputs, strict=True))
+            print(f"deeplab_step padding change alone bit-identical: {identical}; both changes: largest difference "
+                  f"{difference:.1e} of the largest value (logits, gradients)")
+
+            def baseline_deeplab() -> float:
+                with padded_copies(), full_aspp():
+                    return deeplab()[0]
+
+            compare(name, baseline_deeplab, lambda: deeplab()[0], arguments.repeats)
         elif name == "make_cam":
             cams = make_cam()
             compare(name, with_padded_copies(cams), cams, arguments.repeats)
