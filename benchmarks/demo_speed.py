@@ -253,7 +253,9 @@ def compare(name: str, baseline: Callable[[], float], new: Callable[[], float], 
         baseline_times.append(baseline())
         new_times.append(new())
     old, fresh = statistics.median(baseline_times), statistics.median(new_times)
-    print(f"{name:12s} baseline {old:7.3f} s  new {fresh:7.3f} s  ratio {old / fresh:5.2f}x  ({repeats} repeats)")
+    each = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(baseline_times, new_times, strict=True))
+    print(f"{name:12s} baseline {old:7.3f} s  new {fresh:7.3f} s  ratio {old / fresh:5.2f}x  "
+          f"({repeats} repeats, baseline/new s: {each})")
 
 
 MEASUREMENTS = ("irnet_step", "deeplab_step", "make_cam", "maskrcnn_step", "step_import")
