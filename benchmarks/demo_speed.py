@@ -4,6 +4,8 @@
   EfficientNet-Lite0 with random weights): forward, the affinity and displacement losses, backward.
   Baseline: the former path-point and destination stacks (one slice per point, stacked; restated in
   ``tests/relations/relations_oracles.py``), patched into the loss for the baseline's repetitions.
+* ``irnet_loss``: the affinity and displacement losses alone (forward and backward) on fixed network
+  outputs of the same batch: the part of the step that changed.
 * ``deeplab_step``: one DeepLab v2 training step at the demo's settings (batch 8, crop 224, output stride
   16, stages 1-3 frozen, 1 thread as the demo runs it). Baseline: Lite0's "SAME" convolutions padding a
   copy of their input with ``F.pad`` also where the padding is symmetric (the convolution's own padding
@@ -57,7 +59,7 @@ from irn_core.models.cam import CAMNet  # noqa: E402
 from irn_core.models.irnet import IRNet  # noqa: E402
 from irn_core.models.maskrcnn import build_mask_rcnn  # noqa: E402
 from irn_core.relations import losses  # noqa: E402
-from irn_core.relations.path_index import PathIndex  # noqa: E402
+from irn_core.relations.path_index import PathIndex, path_index  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -199,6 +201,23 @@ def irnet_step(batch_size: int = 16, crop_size: int = 256, radius: float = 10) -
     return run
 
 
+def irnet_loss(batch_size: int = 16, size: int = 64, radius: float = 10) -> Callable[[], float]:
+    """Timed affinity + displacement losses, forward and backward, on fixed random network outputs."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(batch_size, 1, size, size, generator=generator)
+    displacement = torch.randn(batch_size, 2, size, size, generator=generator)
+    labels = torch.randint(0, 3, (batch_size, size, size), generator=generator).to(torch.uint8)
+    index = path_index(radius)
+
+    def run() -> float:
+        boundary, field = logits.clone().requires_grad_(True), displacement.clone().requires_grad_(True)
+        started = time.perf_counter()
+        losses.affinity_displacement_loss(boundary, field, labels, index)["total"].backward()
+        return time.perf_counter() - started
+
+    return run
+
+
 def step_import(preload_torchvision: bool) -> Callable[[], float]:
     """Seconds to import the CAM step module in a fresh interpreter (optionally torchvision first)."""
     code = ("import torchvision; " if preload_torchvision else "") + "import irn_core.steps.cam"
@@ -258,7 +277,7 @@ def compare(name: str, baseline: Callable[[], float], new: Callable[[], float], 
           f"({repeats} repeats, baseline/new s: {each})")
 
 
-MEASUREMENTS = ("irnet_step", "deeplab_step", "make_cam", "maskrcnn_step", "step_import")
+MEASUREMENTS = ("irnet_step", "irnet_loss", "deeplab_step", "make_cam", "maskrcnn_step", "step_import")
 
 
 def main() -> None:
@@ -274,8 +293,8 @@ def main() -> None:
         return
     for name in arguments.only:
         torch.set_num_threads(1 if name in ("deeplab_step", "make_cam") else arguments.threads)
-        if name == "irnet_step":
-            step = irnet_step()
+        if name in ("irnet_step", "irnet_loss"):
+            step = irnet_step() if name == "irnet_step" else irnet_loss()
             step()  # warm-up of both forms
             with former_stacks():
                 step()
