@@ -23,7 +23,8 @@
   a fresh interpreter. Baseline: the same with ``import torchvision`` first, as the backbones module did.
 
 Repetitions alternate baseline and new so that the load of a shared machine falls on both alike; each
-line prints the medians and their ratio (absolute times are noise on a shared machine). Run::
+line prints the medians of CPU time (the steadier measure there) and of wall time, and their ratios
+(absolute times are noise on a shared machine). Run::
 
     python benchmarks/demo_speed.py                # 2 threads, 5 repetitions
     python benchmarks/demo_speed.py --repeats 3 --threads 1
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import resource
 import statistics
 import subprocess
 import sys
@@ -265,16 +267,29 @@ def drift(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its finished children."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def compare(name: str, baseline: Callable[[], float], new: Callable[[], float], repeats: int) -> None:
-    """Alternate the two, print the medians and baseline / new."""
-    baseline_times, new_times = [], []
+    """Alternate the two; print the medians of wall and CPU time and baseline / new of each. The CPU time
+    (of the process's threads, or of the child interpreter) is the steadier measure on a machine whose
+    cores other jobs also use: waiting for a core does not count in it."""
+    walls: dict[str, list[float]] = {"baseline": [], "new": []}
+    cpus: dict[str, list[float]] = {"baseline": [], "new": []}
     for _ in range(repeats):
-        baseline_times.append(baseline())
-        new_times.append(new())
-    old, fresh = statistics.median(baseline_times), statistics.median(new_times)
-    each = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(baseline_times, new_times, strict=True))
-    print(f"{name:12s} baseline {old:7.3f} s  new {fresh:7.3f} s  ratio {old / fresh:5.2f}x  "
-          f"({repeats} repeats, baseline/new s: {each})")
+        for key, run in (("baseline", baseline), ("new", new)):
+            started = _cpu_seconds()
+            walls[key].append(run())
+            cpus[key].append(_cpu_seconds() - started)
+    wall_old, wall_new = statistics.median(walls["baseline"]), statistics.median(walls["new"])
+    cpu_old, cpu_new = statistics.median(cpus["baseline"]), statistics.median(cpus["new"])
+    each = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(cpus["baseline"], cpus["new"], strict=True))
+    print(f"{name:13s} CPU baseline {cpu_old:7.3f} s new {cpu_new:7.3f} s ratio {cpu_old / cpu_new:5.2f}x | wall "
+          f"{wall_old:7.3f} s / {wall_new:7.3f} s ratio {wall_old / wall_new:5.2f}x ({repeats} repeats; CPU "
+          f"baseline/new s: {each})")
 
 
 MEASUREMENTS = ("irnet_step", "irnet_loss", "deeplab_step", "make_cam", "maskrcnn_step", "step_import")
