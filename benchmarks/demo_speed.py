@@ -15,6 +15,8 @@
 * ``maskrcnn_step`` (2 threads) and ``make_cam`` (one 280x320 image, 4 scales + flip, 1 thread): the same
   padding comparison on a Mask R-CNN training step at the demo's sizes (4 images, 2 instances each) and on
   the multi-scale CAMs of one image.
+* ``same_conv``: each stride-1 depthwise convolution of Lite0 at the Mask R-CNN sizes (4 images of
+  256x320, 2 threads, no autograd) with the padding inside the convolution against ``F.pad`` first.
 * ``irnet_drift`` (``--drift``): what the reordered gradient sums do to training. IRNet (batch 4, crop 128)
   trained 30 SGD steps on fixed random batches with the former stacks and with the new gather, and, for
   scale, with the former stacks on 1 thread and on 2 (another summation order of the same kind); prints
@@ -176,6 +178,39 @@ def make_cam() -> Callable[[], float]:
     return run
 
 
+LITE0_DEPTHWISE_AT_MASKRCNN_SIZES = (
+    (32, 3, 128, 160), (96, 3, 128, 160), (144, 3, 64, 80), (144, 5, 64, 80), (240, 5, 32, 40),
+    (480, 3, 16, 20), (672, 5, 16, 20), (1152, 5, 8, 10), (1152, 3, 8, 10),
+)
+"""(channels, kernel, height, width) of Lite0's stride-1 depthwise convolutions on a 256x320 image."""
+
+
+def same_conv(repeats: int) -> None:
+    """Print, per convolution shape, the CPU time with F.pad first and with the padding inside, and the ratio."""
+    totals = [0.0, 0.0]
+    for channels, kernel, height, width in LITE0_DEPTHWISE_AT_MASKRCNN_SIZES:
+        x = torch.randn(4, channels, height, width)
+        weight = torch.randn(channels, 1, kernel, kernel)
+        pad = kernel // 2
+        forms = (
+            lambda: F.conv2d(F.pad(x, (pad, pad, pad, pad)), weight, None, 1, 0, 1, channels),
+            lambda: F.conv2d(x, weight, None, 1, pad, 1, channels),
+        )
+        times: list[list[float]] = [[], []]
+        with torch.no_grad():
+            for _ in range(repeats + 1):  # the first round warms up
+                for form, measured in zip(forms, times, strict=True):
+                    started = time.process_time()
+                    form()
+                    measured.append(time.process_time() - started)
+        padded, inside = (statistics.median(measured[1:]) for measured in times)
+        totals[0] += padded
+        totals[1] += inside
+        print(f"same_conv     {channels:4d} ch {kernel}x{kernel} on {height}x{width}: F.pad first {padded * 1e3:6.1f} ms, "
+              f"inside {inside * 1e3:6.1f} ms, ratio {padded / inside:5.2f}x")
+    print(f"same_conv     summed over the shapes: ratio {totals[0] / totals[1]:5.2f}x")
+
+
 def with_padded_copies(run: Callable[[], float]) -> Callable[[], float]:
     def baseline() -> float:
         with padded_copies():
@@ -292,7 +327,7 @@ def compare(name: str, baseline: Callable[[], float], new: Callable[[], float], 
           f"baseline/new s: {each})")
 
 
-MEASUREMENTS = ("irnet_step", "irnet_loss", "deeplab_step", "make_cam", "maskrcnn_step", "step_import")
+MEASUREMENTS = ("irnet_step", "irnet_loss", "deeplab_step", "make_cam", "maskrcnn_step", "same_conv", "step_import")
 
 
 def main() -> None:
@@ -339,6 +374,8 @@ def main() -> None:
         elif name == "make_cam":
             cams = make_cam()
             compare(name, with_padded_copies(cams), cams, arguments.repeats)
+        elif name == "same_conv":
+            same_conv(max(arguments.repeats, 5))
         elif name == "maskrcnn_step":
             maskrcnn = maskrcnn_step()
             maskrcnn()
