@@ -82,7 +82,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from irn_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -183,6 +182,8 @@ def _build_resnet(name: str, norm_layer: NormLayer, output_stride: int = 16) -> 
     """A torchvision ResNet (random init). Output stride 16: ``layer4`` has stride 1 and no dilation
     (the reference). Output stride 8: ``layer3`` and ``layer4`` have stride 1 and dilation 2 and 4
     (see the module docstring)."""
+    import torchvision  # imported here: importing it costs seconds, and only ResNets need it
+
     resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
     resnet.fc = nn.Identity()  # the ImageNet classifier is not used
     if output_stride == 16:
@@ -234,6 +235,8 @@ def resnet_imagenet_url(name: str) -> str:
     """The URL of the torchvision IMAGENET1K_V1 weights of ResNet ``name`` (from torchvision's weights enum)."""
     if name not in _RESNET_WEIGHTS:
         raise ConfigError(f"no torchvision ImageNet weights for backbone {name!r}")
+    import torchvision  # see _build_resnet
+
     return str(getattr(torchvision.models, _RESNET_WEIGHTS[name]).IMAGENET1K_V1.url)
 
 
@@ -436,9 +439,12 @@ class SamePaddingConv2d(nn.Conv2d):
             kernel = (self.kernel_size[axis - 2] - 1) * self.dilation[axis - 2] + 1
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             padding.extend((total // 2, total - total // 2))
-        if any(padding):
-            x = F.pad(x, padding)
-        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        left, right, top, bottom = padding
+        if left == right and top == bottom:
+            # symmetric: the convolution's own zero padding, without the padded copy of the input (and its
+            # gradient); the same values as F.pad then convolution
+            return F.conv2d(x, self.weight, None, self.stride, (top, left), self.dilation, self.groups)
+        return F.conv2d(F.pad(x, padding), self.weight, None, self.stride, 0, self.dilation, self.groups)
 
 
 class MobileInvertedBottleneck(nn.Module):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from irn_core.models.backbones import Backbone
@@ -46,10 +47,28 @@ class ASPPv2(nn.Module):
             nn.init.zeros_(branch.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        logits = self.branches[0](x)
+        logits = _dilated_branch(self.branches[0], x)
         for branch in self.branches[1:]:
-            logits = logits + branch(x)
+            logits = logits + _dilated_branch(branch, x)
         return logits
+
+
+def _dilated_branch(branch: nn.Conv2d, x: Tensor) -> Tensor:
+    """``branch(x)`` for a 3x3 convolution with padding = dilation = r, without the taps that only ever read
+    padding: along an axis of size <= r the outer taps of every output pixel fall off the map, so only the
+    middle row (column) of the kernel is applied (e.g. rates 18 and 24 on the 14x14 features of a 224 px
+    crop at output stride 16 reduce to 1x1 convolutions). The same sums less terms that are exactly 0;
+    the left-out weights get a zero gradient, as before. ``x``: (B, C, h, w) -> (B, classes, h, w).
+    """
+    rate = branch.dilation[0]
+    height, width = x.shape[-2:]
+    if rate < height and rate < width:
+        return branch(x)
+    rows = slice(1, 2) if rate >= height else slice(0, 3)
+    columns = slice(1, 2) if rate >= width else slice(0, 3)
+    padding = (0 if rate >= height else rate, 0 if rate >= width else rate)
+    dilation = (1 if rate >= height else rate, 1 if rate >= width else rate)
+    return F.conv2d(x, branch.weight[:, :, rows, columns], branch.bias, padding=padding, dilation=dilation)
 
 
 class DeepLabV2(nn.Module):

@@ -11,7 +11,12 @@ training window (rows ``[0, H − rf)`` × cols ``[rf, W − rf)``), whose desti
 
 Memory: paths are gathered one length-group at a time and reduced with ``max(dim)``, whose
 backward keeps only the argmax indices of the group's output, never the gathered
-``(B, Σ len, N)`` tensor.
+``(B, Σ len, N)`` tensor. Speed: with autograd, the window of each distinct path point is gathered
+once by one ``index_select`` (:func:`~irn_core.relations.path_index.shifted_windows`) and the groups
+pick from those windows (stored points-first, so that each pick is one contiguous block), so the
+backward is a few ``index_add`` passes rather than one map-sized
+gradient per path point (about 4,600 per radius-10 batch, a third of IRNet's training step on CPU).
+The values are the same; the boundary's gradient sums the same terms in another order.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from irn_core.errors import InputError
-from irn_core.relations.path_index import PathIndex
+from irn_core.relations.path_index import PathIndex, shifted_windows
 
 __all__ = ["boundary_to_affinity", "boundary_to_path_max"]
 
@@ -77,13 +82,24 @@ def boundary_to_path_max(
                 running = torch.maximum(running, point(dy, dx))
             group_maxima.append(running.unsqueeze(1))
         return torch.cat(group_maxima, dim=1)
+    # every distinct path point's window once, then each length-group's points picked from them
+    points = np.concatenate([group.offsets.reshape(-1, 2) for group in index.groups])
+    distinct, inverse = np.unique(points, axis=0, return_inverse=True)
+    inverse = torch.from_numpy(inverse.reshape(-1)).to(boundary.device)
+    windows = shifted_windows(
+        padded, distinct, top=origin_y + row_start, left=origin_x + col_start, height=out_height, width=out_width
+    )
+    # points first, so that each selected window (and its gradient) is one contiguous block of the batch
+    windows = windows.transpose(0, 1).contiguous()  # (points, B, h_out, w_out)
+    start = 0
     for group in index.groups:
         # one length-group at a time; max(dim)'s backward keeps only the argmax indices
-        gathered = torch.stack([point(int(dy), int(dx)) for path in group.offsets for dy, dx in path], dim=1)
-        gathered = gathered.view(batch, group.count, group.length, out_height, out_width)
-        group_maxima.append(torch.max(gathered, dim=2).values)
+        selection = inverse[start : start + group.count * group.length]
+        start += group.count * group.length
+        gathered = windows.index_select(0, selection).view(group.count, group.length, batch, out_height, out_width)
+        group_maxima.append(torch.max(gathered, dim=1).values)
         del gathered
-    return torch.cat(group_maxima, dim=1)
+    return torch.cat(group_maxima, dim=0).transpose(0, 1).contiguous()
 
 
 def boundary_to_affinity(

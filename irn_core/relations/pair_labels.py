@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from irn_core.errors import InputError
-from irn_core.relations.path_index import PathIndex
+from irn_core.relations.path_index import PathIndex, shifted_windows
 
 __all__ = ["PairLabels", "pair_labels", "destination_stack"]
 
@@ -38,17 +38,13 @@ class PairLabels(NamedTuple):
 def destination_stack(values: torch.Tensor, index: PathIndex) -> torch.Tensor:
     """Values at the destinations of every direction: ``(..., h, w)`` → ``(..., D, h − rf, w − 2·rf)``.
 
-    ``[..., d, y, x]`` is ``values[..., y + dy, rf + x + dx]`` for the source ``(y, rf + x)`` of the window.
+    ``[..., d, y, x]`` is ``values[..., y + dy, rf + x + dx]`` for the source ``(y, rf + x)`` of the window
+    (gathered by :func:`~irn_core.relations.path_index.shifted_windows`: one backward pass for all directions).
     """
     height, width = values.shape[-2:]
     rows, cols = index.source_window(height, width)
-    window_height, window_width = rows.stop, cols.stop - cols.start
-    return torch.stack(
-        [
-            values[..., int(dy) : int(dy) + window_height, cols.start + int(dx) : cols.start + int(dx) + window_width]
-            for dy, dx in index.directions
-        ],
-        dim=-3,
+    return shifted_windows(
+        values, index.directions, top=0, left=cols.start, height=rows.stop, width=cols.stop - cols.start
     )
 
 

@@ -24,10 +24,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from irn_core.errors import InputError
 
-__all__ = ["PathGroup", "PathIndex", "path_index"]
+__all__ = ["PathGroup", "PathIndex", "path_index", "shifted_windows"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,3 +187,32 @@ def path_index(radius: float) -> PathIndex:
     if not math.isfinite(radius) or radius <= 1.0:
         raise InputError(f"path index: radius must be a finite number > 1, got {radius}")
     return _build(radius)
+
+
+def shifted_windows(
+    values: torch.Tensor, offsets: np.ndarray, *, top: int, left: int, height: int, width: int
+) -> torch.Tensor:
+    """The ``height × width`` windows of ``values`` whose corners are ``(top + dy, left + dx)``, one per offset.
+
+    ``values``: ``(..., H, W)``; ``offsets``: ``(n, 2)`` integer ``(dy, dx)``, each window inside the map.
+    Returns ``(..., n, height, width)`` with ``[..., k, y, x] = values[..., top + dy_k + y, left + dx_k + x]``:
+    the same values as stacking the ``n`` slices, gathered by one ``index_select`` on the flattened map,
+    whose backward is one ``index_add`` instead of one map-sized gradient per slice.
+    """
+    map_height, map_width = values.shape[-2:]
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    tops, lefts = top + offsets[:, 0], left + offsets[:, 1]
+    if len(offsets) and (
+        tops.min() < 0 or lefts.min() < 0 or tops.max() + height > map_height or lefts.max() + width > map_width
+    ):
+        raise InputError(
+            f"shifted_windows: {height}x{width} windows at offsets from ({top}, {left}) leave the "
+            f"{map_height}x{map_width} map"
+        )
+    device = values.device
+    corners = torch.from_numpy(tops * map_width + lefts).to(device)
+    window = (torch.arange(height, device=device) * map_width)[:, None] + torch.arange(width, device=device)
+    flat_index = (corners[:, None, None] + window).reshape(-1)
+    flat = values.reshape(*values.shape[:-2], map_height * map_width)
+    gathered = flat.index_select(-1, flat_index)
+    return gathered.view(*values.shape[:-2], len(offsets), height, width)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +311,38 @@ def test_same_padding_conv_matches_tensorflow_rule() -> None:
         expected = F.conv2d(F.pad(x, pads), conv.weight, stride=stride)
         assert out.shape[2:] == (math.ceil(size / stride), math.ceil((size + 1) / stride))
         torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("channels, kernel, stride, size", [(8, 3, 1, 13), (8, 5, 1, 14), (6, 3, 2, 12), (6, 5, 2, 11)])
+def test_same_padding_conv_pads_inside_the_convolution_as_the_padded_copy_did(
+    channels: int, kernel: int, stride: int, size: int
+) -> None:
+    """Depthwise convolutions as Lite0's: the convolution's own padding (symmetric cases) or F.pad
+    (stride 2, odd total) give the values and gradients of convolving the padded copy."""
+    torch.manual_seed(0)
+    conv = SamePaddingConv2d(channels, channels, kernel, stride=stride, groups=channels)
+    x = torch.randn(2, channels, size, size + 3, requires_grad=True)
+    pads = []
+    for n in (size + 3, size):
+        total = max((math.ceil(n / stride) - 1) * stride + kernel - n, 0)
+        pads += [total // 2, total - total // 2]
+    expected = F.conv2d(F.pad(x, pads), conv.weight, stride=stride, groups=channels)
+    actual = conv(x)
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)
+    upstream = torch.randn(expected.shape)
+    expected_gradients = torch.autograd.grad(expected, (x, conv.weight), upstream)
+    actual_gradients = torch.autograd.grad(actual, (x, conv.weight), upstream)
+    for got, want in zip(actual_gradients, expected_gradients, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_steps_without_resnets_do_not_import_torchvision() -> None:
+    """torchvision (and the torch._dynamo it pulls in) costs seconds per job; only ResNets and Mask R-CNN need it."""
+    modules = ["irn_core.steps.cam", "irn_core.steps.irnet", "irn_core.steps.deeplab", "irn_core.steps.pseudo_labels"]
+    code = "import sys\n" + "".join(f"import {name}\n" for name in modules) + "print('torchvision' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+    assert backbones.build_backbone("resnet18", weights=None).channels[-1] == 512  # imported when needed
 
 
 def _lite_file(name: str) -> dict[str, torch.Tensor]:

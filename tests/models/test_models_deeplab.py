@@ -73,3 +73,30 @@ def test_parameter_groups_and_frozen_batchnorm() -> None:
                for parameter in module.parameters())
     with pytest.raises(ValueError, match="frozen_stages"):
         DeepLabV2(build_backbone("resnet18", weights=None), 4, frozen_stages=6)
+
+
+@pytest.mark.parametrize("height, width", [(14, 14), (10, 20), (25, 13), (7, 5)])
+def test_aspp_on_maps_no_larger_than_a_rate_leaves_out_only_taps_that_read_padding(height: int, width: int) -> None:
+    """On small maps (224 px crops at stride 16: 14x14) the outer taps of rates >= the map size read only
+    padding; leaving them out gives the full dilated convolutions' logits and gradients (those taps' 0)."""
+    torch.manual_seed(2)
+    head = ASPPv2(16, 3)
+    for branch in head.branches:
+        nn.init.normal_(branch.bias)
+    x = torch.randn(2, 16, height, width, requires_grad=True)
+    expected = sum(
+        F.conv2d(F.pad(x, (rate, rate, rate, rate)), branch.weight, branch.bias, dilation=rate)
+        for rate, branch in zip((6, 12, 18, 24), head.branches, strict=True)
+    )
+    actual = head(x)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn(expected.shape)
+    parameters = [x] + [parameter for branch in head.branches for parameter in (branch.weight, branch.bias)]
+    expected_gradients = torch.autograd.grad(expected, parameters, upstream)
+    actual_gradients = torch.autograd.grad(actual, parameters, upstream)
+    for got, want in zip(actual_gradients, expected_gradients, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for rate, gradient in zip((6, 12, 18, 24), actual_gradients[1::2], strict=True):
+        if rate >= height and rate >= width:  # only the middle tap ever saw the map
+            assert float(gradient[:, :, 1, 1].abs().max()) > 0
+            assert torch.count_nonzero(gradient) == torch.count_nonzero(gradient[:, :, 1, 1])

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from irn_core.relations.path_index import path_index
+
 
 def path_points_brute_force(dy: int, dx: int) -> set[tuple[int, int]]:
     """Every integer point of the box whose distance to the segment (0,0)-(dy,dx) is < 1."""
@@ -171,3 +173,31 @@ def assert_instances_match(result, reference: list[tuple[int, float, np.ndarray]
         assert class_id == expected_class
         assert abs(float(score) - expected_score) <= 1e-5
         assert np.mean(mask == expected_mask) >= 0.999
+
+
+def sliced_destinations(values: torch.Tensor, radius: float) -> torch.Tensor:
+    """The former destination_stack: one slice per direction, stacked."""
+    index = path_index(radius)
+    rows, cols = index.source_window(*values.shape[-2:])
+    height, width = rows.stop, cols.stop - cols.start
+    return torch.stack(
+        [values[..., dy : dy + height, cols.start + dx : cols.start + dx + width] for dy, dx in index.directions.tolist()],
+        dim=-3,
+    )
+
+
+def sliced_path_max(boundary: torch.Tensor, radius: float) -> torch.Tensor:
+    """The former autograd path maximum over the source window: one slice per path point, stacked per group."""
+    index = path_index(radius)
+    rows, cols = index.source_window(*boundary.shape[-2:])
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    maxima = []
+    for group in index.groups:
+        points = [
+            boundary[:, rows.start + dy : rows.start + dy + height, cols.start + dx : cols.start + dx + width]
+            for path in group.offsets.tolist()
+            for dy, dx in path
+        ]
+        gathered = torch.stack(points, dim=1).view(boundary.shape[0], group.count, group.length, height, width)
+        maxima.append(gathered.max(dim=2).values)
+    return torch.cat(maxima, dim=1)

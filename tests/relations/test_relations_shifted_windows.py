@@ -1,0 +1,60 @@
+"""shifted_windows (the one-gather form of IRNet's path and destination stacks) against the slice stacks
+it replaced: the same values bit for bit, the same gradients up to the order of float32 sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from irn_core.errors import InputError
+from irn_core.relations.affinity import boundary_to_path_max
+from irn_core.relations.pair_labels import destination_stack
+from irn_core.relations.path_index import path_index, shifted_windows
+from relations_oracles import sliced_destinations, sliced_path_max
+
+
+def test_shifted_windows_are_the_slices() -> None:
+    values = torch.arange(2 * 3 * 7 * 9, dtype=torch.float32).view(2, 3, 7, 9)
+    offsets = np.array([[0, 0], [2, -1], [1, 3]])
+    windows = shifted_windows(values, offsets, top=1, left=2, height=4, width=3)
+    assert windows.shape == (2, 3, 3, 4, 3)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        assert torch.equal(windows[:, :, k], values[..., 1 + dy : 5 + dy, 2 + dx : 5 + dx])
+    with pytest.raises(InputError, match="leave the 7x9 map"):
+        shifted_windows(values, np.array([[4, 0]]), top=1, left=2, height=4, width=3)
+
+
+def _assert_same_values_and_close_gradients(new: torch.Tensor, old: torch.Tensor, leaf: torch.Tensor) -> None:
+    assert torch.equal(new, old)
+    upstream = torch.randn(new.shape, generator=torch.Generator().manual_seed(2))
+    (new_gradient,) = torch.autograd.grad(new, leaf, upstream)
+    (old_gradient,) = torch.autograd.grad(old, leaf, upstream)
+    torch.testing.assert_close(new_gradient, old_gradient, rtol=1e-5, atol=1e-5)
+    assert float(old_gradient.abs().max()) > 0.1  # the comparison sees real gradients
+
+
+@pytest.mark.parametrize("radius", [5, 10])
+def test_destinations_and_path_maxima_equal_the_slice_stacks(radius: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    displacement = torch.randn(2, 2, 30, 33, generator=generator, requires_grad=True)
+    boundary = torch.rand(2, 30, 33, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 30, 33), generator=generator).to(torch.uint8)
+    index = path_index(radius)
+
+    assert torch.equal(destination_stack(labels, index), sliced_destinations(labels, radius))
+    _assert_same_values_and_close_gradients(
+        destination_stack(displacement, index), sliced_destinations(displacement, radius), displacement
+    )
+    _assert_same_values_and_close_gradients(
+        boundary_to_path_max(boundary, index, region="source_window"), sliced_path_max(boundary, radius), boundary
+    )
+
+
+def test_full_region_path_maximum_with_and_without_autograd_agree() -> None:
+    """The gathered autograd branch against the running-maximum branch (padding read as 1 off the map)."""
+    boundary = torch.rand(2, 17, 19, generator=torch.Generator().manual_seed(1))
+    index = path_index(5)
+    expected = boundary_to_path_max(boundary, index, region="full")
+    actual = boundary_to_path_max(boundary.clone().requires_grad_(True), index, region="full")
+    assert torch.equal(actual.detach(), expected)
