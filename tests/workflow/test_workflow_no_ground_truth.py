@@ -1,6 +1,6 @@
 """A run on photos with image-level labels only (``evaluation.ground_truth: false``) with the real Snakemake:
 a COCO-format set whose annotations carry only ``category_id`` -> CAMs -> IRNet -> pseudo labels ->
-the ground-truth-free summary and the report, and no evaluation file. Also the DAG with the downstream
+the ground-truth-free summary, the report and the exports, and no evaluation file. Also the DAG with the downstream
 models (a dry run) and the dataset check without masks."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def photos_run(photos: Path) -> Path:
     path = photos / "photos.yaml"
     path.write_text(yaml.safe_dump(_config(False)))
-    snakemake(photos, path)
+    snakemake(photos, path, "all", "export")
     return photos / "results" / "photos"
 
 
@@ -110,6 +110,9 @@ def test_run_without_ground_truth_makes_pseudo_labels_summary_and_report(photos_
     assert re.search(r"\| 0\.15 +\| [\d.]+ +\| cam\.eval_threshold", summary)
     assert "foreground share (%)" in summary and "images without instances" in summary
     assert "## Stage diagnostics" in summary and "| cam " in summary
+    exported = json.loads((photos_run / "export" / "coco" / "instances_infer.json").read_text())
+    assert len(exported["images"]) == SYNTHETIC["num_train"]
+    assert len(list((photos_run / "export" / "png" / "semantic").glob("*/*.png"))) == SYNTHETIC["num_train"]
     page = (photos_run / "report" / "index.html").read_text()
     assert "Summary without ground truth" in page and "ground truth (semantic)" not in page
     assert "Per-class" not in page
