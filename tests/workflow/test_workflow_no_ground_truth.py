@@ -19,7 +19,7 @@ from irn_core.data.coco import COCODataset
 from irn_core.errors import DatasetError
 
 from .test_workflow import TINY_CONFIG, snakemake
-from .test_workflow_coco import DEEPLAB, MASKRCNN, SYNTHETIC, irn
+from .test_workflow_coco import DEEPLAB, MASKRCNN, SYNTHETIC, write_synthetic_coco
 
 SPLITS = ("train", "val")
 
@@ -55,12 +55,7 @@ def _config(ground_truth: bool, **extra: object) -> dict:
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workdir with ``data/coco``: the synthetic set as COCO files without any segmentation."""
     workdir = tmp_path_factory.mktemp("no_ground_truth")
-    synthetic = {"name": "syn", "dataset": {"kind": "synthetic", "root": "data/syn", "train_split": "train",
-                                            "infer_split": "train", "synthetic": SYNTHETIC}}
-    (workdir / "syn.yaml").write_text(yaml.safe_dump(synthetic))
-    irn("make-synthetic", "--config", "syn.yaml", cwd=workdir)
-    irn("export", "--config", "syn.yaml", "--what", "coco", "--ground-truth", "--splits", *SPLITS,
-        "--out", "data/coco", cwd=workdir)
+    write_synthetic_coco(workdir)
     for split in SPLITS:
         _strip_segmentation(workdir / "data" / "coco" / "annotations" / f"instances_{split}.json")
     return workdir
