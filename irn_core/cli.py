@@ -186,7 +186,9 @@ def command_summary(arguments: argparse.Namespace) -> None:
         if not path:
             raise IrnError(f"--metrics expects STAGE=PATH, got {item!r}")
         metric_files[stage] = Path(path)
-    run_summary(_config(arguments), metric_files, Path(arguments.out))
+    shards = {product: [Path(path) for path in getattr(arguments, product) or []]
+              for product in ("cam", "semantic", "instances")}
+    run_summary(_config(arguments), metric_files, Path(arguments.out), shards)
 
 
 def command_train_deeplab(arguments: argparse.Namespace) -> None:
@@ -616,7 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deeplab_commands(add)
     _add_downstream_commands(add)
     command = add("summary", command_summary, "one Markdown table of the headline metrics")
-    command.add_argument("--metrics", nargs="+", required=True, help="STAGE=metrics.json")
+    command.add_argument("--metrics", nargs="*", default=[], help="STAGE=metrics.json")
+    for product in ("cam", "semantic", "instances"):
+        command.add_argument(f"--{product}", nargs="+", help=f"{product} shard files (summarised without ground "
+                             "truth when evaluation.ground_truth is false)")
     command.add_argument("--out", required=True)
     _add_people_commands(commands)
     _add_data_commands(commands)

@@ -282,6 +282,11 @@ class EvaluationConfig(_Section):
     matching: Literal["chainercv", "unmatched"] = Field(
         "chainercv", description="instance matching rule (chainercv: a detection's best-IoU gt, FP if taken)"
     )
+    ground_truth: bool = Field(
+        True,
+        description="the infer and val splits have ground-truth masks: evaluate against them; false (your own "
+        "photos with image-level labels only): no evaluation rules, the summary gives ground-truth-free figures",
+    )
 
 
 class RuleResources(_Section):
@@ -565,6 +570,8 @@ class RunConfig(_Section):
     def _consistent(self) -> RunConfig:
         if self.cam.import_dir is not None and self.irnet.backbone_init == "cam":
             raise ValueError("irnet.backbone_init 'cam' needs a trained CAM network, but cam.import_dir imports CAMs")
+        if not self.evaluation.ground_truth and self.maskrcnn.enabled and self.maskrcnn.train.labels == "ground_truth":
+            raise ValueError("maskrcnn.train.labels 'ground_truth' needs masks, but evaluation.ground_truth is false")
         return self
 
     @property

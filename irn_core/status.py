@@ -66,6 +66,16 @@ def _downstream(config: RunConfig, model: str, *, val: bool = False) -> bool:
     return enabled and (not val or config.dataset.val_split is not None)
 
 
+def _evaluated(config: RunConfig) -> bool:
+    """Whether the workflow has its evaluation rules (``evaluation.ground_truth``)."""
+    return config.evaluation.ground_truth
+
+
+def _has_labels(config: RunConfig, labels: str) -> bool:
+    """Whether DeepLab is trained on ``labels`` (``ground_truth`` needs ``evaluation.ground_truth``)."""
+    return labels == "pseudo" or config.evaluation.ground_truth
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("shard_plan", ("shards.json",), "logs/shard_plan.log"),
     Stage("train_cam", ("models/cam.pt",), "logs/train_cam.log", applies=lambda c: c.cam.import_dir is None),
@@ -75,19 +85,20 @@ STAGES: tuple[Stage, ...] = (
     Stage("train_irnet", ("models/irnet.pt",), "logs/train_irnet.log"),
     Stage("irnet_infer", ("irnet",), "logs/irnet_infer/{shard}.log", True),
     Stage("pseudo_labels", ("semantic", "instances"), "logs/pseudo_labels/{shard}.log", True),
-    Stage("evaluate_cam", ("evaluation/cam.json",), "logs/evaluate_cam.log"),
-    Stage("evaluate_semantic", ("evaluation/semantic.json",), "logs/evaluate_semantic.log"),
-    Stage("evaluate_instances", ("evaluation/instances.json",), "logs/evaluate_instances.log"),
+    Stage("evaluate_cam", ("evaluation/cam.json",), "logs/evaluate_cam.log", applies=_evaluated),
+    Stage("evaluate_semantic", ("evaluation/semantic.json",), "logs/evaluate_semantic.log", applies=_evaluated),
+    Stage("evaluate_instances", ("evaluation/instances.json",), "logs/evaluate_instances.log", applies=_evaluated),
     *(
         stage
         for labels in ("pseudo", "ground_truth")
         for stage in (
             Stage(f"train_deeplab_{labels}", (f"models/deeplab_{labels}.pt",), f"logs/train_deeplab_{labels}.log",
-                  applies=lambda c: _downstream(c, "deeplab")),
+                  applies=lambda c, labels=labels: _downstream(c, "deeplab") and _has_labels(c, labels)),
             Stage(f"deeplab_infer_{labels}", (f"deeplab_{labels}",), f"logs/deeplab_infer_{labels}/{{shard}}.log",
-                  True, lambda c: _downstream(c, "deeplab", val=True)),
+                  True, lambda c, labels=labels: _downstream(c, "deeplab", val=True) and _has_labels(c, labels)),
             Stage(f"evaluate_deeplab_{labels}", (f"evaluation/deeplab_{labels}.json",),
-                  f"logs/evaluate_deeplab_{labels}.log", applies=lambda c: _downstream(c, "deeplab", val=True)),
+                  f"logs/evaluate_deeplab_{labels}.log",
+                  applies=lambda c: _downstream(c, "deeplab", val=True) and _evaluated(c)),
         )
     ),
     Stage("train_maskrcnn", ("models/maskrcnn.pt",), "logs/train_maskrcnn.log",
@@ -95,7 +106,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("maskrcnn_infer", ("maskrcnn",), "logs/maskrcnn_infer/{shard}.log", True,
           lambda c: _downstream(c, "maskrcnn", val=True)),
     Stage("evaluate_maskrcnn", ("evaluation/maskrcnn.json",), "logs/evaluate_maskrcnn.log",
-          applies=lambda c: _downstream(c, "maskrcnn", val=True)),
+          applies=lambda c: _downstream(c, "maskrcnn", val=True) and _evaluated(c)),
     Stage("summary", ("evaluation/summary.md",), "logs/summary.log"),
     Stage("report", ("report/index.html",), "logs/report.log"),
 )

@@ -12,7 +12,8 @@ For every split the run uses (``dataset.train_split``, ``infer_split``, ``downst
   without any label is a problem in the VOC layout (every VOC segmentation image holds an object),
   counted only for COCO (train2017 holds 1,021 images without annotations);
 - the ground truth of the ``infer`` and ``val`` splits (evaluated by the run): VOC layout: the class
-  map exists, decodes, holds only class values and has the image's size;
+  map exists, decodes, holds only class values and has the image's size (not checked when
+  ``evaluation.ground_truth`` is false: a run on photos with image-level labels only);
 - class counts (images holding each class) and image size statistics per split.
 
 ``sample``: check the contents (header, completeness, labels) of at most that many ids per split,
@@ -218,9 +219,12 @@ def _check_image(dataset: SegmentationDataset, image_id: str) -> tuple[int, int]
 
 
 def _check_ground_truth(dataset: SegmentationDataset, image_id: str) -> None:
-    """VOC layout: the class map exists, decodes, holds class values only and has the image's size."""
+    """VOC layout: the class map exists, decodes, holds class values only and has the image's size; COCO:
+    every annotation of the image has a segmentation."""
     if hasattr(dataset, "semantic_mask_source"):
         dataset.semantic_mask(image_id)
+    elif hasattr(dataset, "require_segmentation"):  # COCO: every annotation has a segmentation (not decoded)
+        dataset.require_segmentation(image_id)
 
 
 def _problem(split: str | None, image_id: str | None, error: DatasetError) -> Problem:
@@ -237,8 +241,10 @@ def _problem(split: str | None, image_id: str | None, error: DatasetError) -> Pr
 
 def _check_split(
     dataset: SegmentationDataset, split: str, roles: list[str], ids: list[str], report: DatasetCheck,
-    *, coco: bool, sample: int | None, progress: bool,
+    *, coco: bool, sample: int | None, progress: bool, evaluated: bool = True,
 ) -> SplitReport:
+    """``evaluated``: the run evaluates against ground truth (``evaluation.ground_truth``), so the
+    ``infer`` and ``val`` splits' class maps are checked too."""
     result = SplitReport(split, roles, len(ids), None)
     missing = set()
     for image_id in ids:
@@ -250,7 +256,7 @@ def _check_split(
     sizes: list[tuple[int, int]] = []
     classes: Counter[str] = Counter()
     labelled = any(role in LABELLED_ROLES for role in roles) and not coco
-    ground_truth = any(role in GROUND_TRUTH_ROLES for role in roles)
+    ground_truth = evaluated and any(role in GROUND_TRUTH_ROLES for role in roles)
     result.checked = len(missing) + len(chosen)
     items = track(chosen, description=f"check {split}", logger=logger, every=2000) if progress else chosen
     for image_id in items:
@@ -298,7 +304,8 @@ def check_dataset(config: RunConfig, *, sample: int | None = None, progress: boo
         if not ids:
             report.problems.append(Problem(split, None, None, f"split {split!r} lists no ids"))
             continue
-        result = _check_split(dataset, split, roles, ids, report, coco=coco, sample=sample, progress=progress)
+        result = _check_split(dataset, split, roles, ids, report, coco=coco, sample=sample, progress=progress,
+                              evaluated=config.evaluation.ground_truth)
         result.expected_ids = official.get(split)
         if result.expected_ids is not None and result.ids != result.expected_ids:
             report.problems.append(Problem(split, None, None, f"{result.ids} ids, the official release has "
@@ -387,7 +394,7 @@ def cache_key(config: RunConfig, sample: int | None) -> str:
     """A digest of the dataset config section, the sample size and the dataset folders' listing
     (names, sizes, modification times): any added, removed, replaced or touched file changes it."""
     digest = hashlib.sha256(config.dataset.model_dump_json().encode())
-    digest.update(f"sample={sample}".encode())
+    digest.update(f"sample={sample} ground_truth={config.evaluation.ground_truth}".encode())
     for folder in _dataset_folders(config):
         for line in _listing(folder):
             digest.update(line.encode() + b"\n")

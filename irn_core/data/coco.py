@@ -7,6 +7,10 @@ increasing COCO category-id order (COCO's 80 categories have ids 1..90 with gaps
 One annotation file is one split (``"all"``); a dataset with train and val (COCO's ``train2017`` and
 ``val2017``, or the synthetic set written by ``irn export --what coco --ground-truth``) is opened with one
 (image folder, annotation file) pair per split.
+
+A file whose annotations carry only ``category_id`` (no ``segmentation``) holds image-level labels only
+(your own photos): :meth:`COCODataset.class_labels` reads them; the masks (:meth:`COCODataset.instance_masks`,
+:meth:`COCODataset.semantic_mask`) raise :class:`DatasetError` naming the file, image and annotation.
 """
 
 from __future__ import annotations
@@ -301,8 +305,22 @@ class COCODataset:
             semantic[masks[index]] = class_ids[index] + 1
         return semantic
 
+    def require_segmentation(self, image_id: str) -> None:
+        """Raise :class:`DatasetError` (naming the file, the image and the annotation) when an annotation of
+        the image has no ``segmentation``: a file of image-level labels only (``category_id`` per
+        annotation) holds no ground truth to evaluate against (``evaluation.ground_truth: false``)."""
+        for annotation in self.annotations(image_id, crowd=None):
+            if not annotation.get("segmentation"):
+                raise DatasetError(
+                    f"{self._part_of[image_id].annotation_file} (image id {image_id}): annotation "
+                    f"{annotation.get('id')} has no segmentation (image-level labels only); set "
+                    "evaluation.ground_truth: false to run without ground truth"
+                )
+
     def _mask(self, annotation: dict, image_id: str, size: tuple[int, int]) -> np.ndarray:
         source = self._part_of[image_id]
+        if not annotation.get("segmentation"):
+            self.require_segmentation(image_id)
         try:
             with quiet_pycocotools():
                 mask = source.coco.annToMask(annotation)

@@ -401,6 +401,27 @@ def _gallery_html(gallery: Gallery, output: Path) -> str:
     return "\n".join(parts)
 
 
+def _metrics_section(metrics: dict[str, dict[str, float | None]]) -> list[str]:
+    return [
+        "<h2>Metrics</h2>",
+        _metrics_html(metrics),
+        '<p class="note">Semantic: mIoU over background and every class (ChainerCV). Instances: VOC mask AP at '
+        "each IoU threshold and mAP<sup>r</sup><sub>vol</sub> (mean over IoU 0.1 … 0.9).</p>",
+    ]
+
+
+def _summary_section(run_dir: Path) -> list[str]:
+    """Without ground truth: no metrics, the summary's ground-truth-free figures (``evaluation/summary.md``)."""
+    summary = run_dir / "evaluation" / "summary.md"
+    text = summary.read_text(encoding="utf-8") if summary.is_file() else "(no evaluation/summary.md)"
+    return [
+        "<h2>Summary without ground truth</h2>",
+        '<p class="note">evaluation.ground_truth is false: nothing is scored against masks. '
+        "The figures of evaluation/summary.md:</p>",
+        f"<pre>{_escape(text)}</pre>",
+    ]
+
+
 def render_html(
     config: RunConfig,
     *,
@@ -424,12 +445,10 @@ def render_html(
         f"<h1>{_escape(title)}</h1>",
         f'<p class="meta">IRNet (Ahn, Cho, Kwak, CVPR 2019) pseudo labels from image-level labels · dataset '
         f"{_escape(dataset.kind)} ({_escape(dataset.root)}), trained on '{_escape(dataset.train_split)}', "
-        f"pseudo labels evaluated on '{_escape(dataset.infer_split)}' · preset {_escape(config.preset)} · "
+        f"pseudo labels {'evaluated on' if config.evaluation.ground_truth else 'made for'} "
+        f"'{_escape(dataset.infer_split)}' · preset {_escape(config.preset)} · "
         f"code {_escape(code_version)} · report config {_escape(stage_hash(config, 'report'))}</p>",
-        "<h2>Metrics</h2>",
-        _metrics_html(metrics),
-        '<p class="note">Semantic: mIoU over background and every class (ChainerCV). Instances: VOC mask AP at '
-        "each IoU threshold and mAP<sup>r</sup><sub>vol</sub> (mean over IoU 0.1 … 0.9).</p>",
+        *(_metrics_section(metrics) if config.evaluation.ground_truth else _summary_section(config.run_dir)),
     ]
     sections.append("<h2>Colours</h2>" + _legend_html(class_names))
     wheel = "images/colour-wheel.png"

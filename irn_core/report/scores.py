@@ -67,8 +67,8 @@ def score_gallery(
         for source in instance_sources
     }
     scores.images_scored = {source: 0 for source in (*semantic_sources, *instance_sources)}
-    if not semantic_sources and not instance_sources:
-        return scores
+    if not config.evaluation.ground_truth or (not semantic_sources and not instance_sources):
+        return scores  # nothing to score against: the gallery is random images
     for image_id in track(ids, description=description, logger=logger, every=config.compute.progress_every):
         semantic_holders = [source for source in semantic_sources if image_id in sources.stores[source]]
         instance_holders = [source for source in instance_sources if image_id in sources.stores[source]]

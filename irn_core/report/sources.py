@@ -201,13 +201,13 @@ def image_panels(
     image_id: str, sources: RunSources, dataset: SegmentationDataset, config: RunConfig
 ) -> list[Panel]:
     """Every panel of one image: the image, each present product's panels (registry order), the
-    ground truth (semantic, instances)."""
+    ground truth (semantic, instances; not with ``evaluation.ground_truth: false``)."""
     image = dataset.image(image_id)
     context = PanelContext(image=image, class_names=list(dataset.class_names), config=config)
     result = [Panel("image", f"image {image_id}", panels.image_panel(image))]
     for source in sources.holding(image_id):
         result.extend(PANEL_BUILDERS[source.kind](source, sources.read(source, image_id), context))
-    truth = ground_truth(dataset, image_id)
+    truth = ground_truth(dataset, image_id) if config.evaluation.ground_truth else None
     if truth is not None:
         semantic, masks, _ = truth
         result.append(Panel("ground-truth-semantic", "ground truth (semantic)", panels.semantic_panel(semantic)))

@@ -71,14 +71,16 @@ class CamThresholdCurve:
         self.foreground_sum = np.zeros(len(self.thresholds), np.float64)
         self.images = 0
 
-    def add(self, cam_s1: np.ndarray, class_ids: np.ndarray, truth: np.ndarray) -> None:
-        """One image: ``cam_s1`` (K, H, W), ``class_ids`` (K,), ``truth`` (H, W) uint8 (255 void)."""
+    def add(self, cam_s1: np.ndarray, class_ids: np.ndarray, truth: np.ndarray | None) -> None:
+        """One image: ``cam_s1`` (K, H, W), ``class_ids`` (K,), ``truth`` (H, W) uint8 (255 void), or None
+        without ground truth (only the foreground fraction is accumulated; mIoU stays NaN)."""
         top, labels = cam_top_and_labels(cam_s1, class_ids)
         for index, threshold in enumerate(self.thresholds):
             foreground = top > np.float32(threshold)
             self.foreground_sum[index] += float(foreground.mean())
-            prediction = np.where(foreground, labels, np.uint8(0))
-            self.confusions[index] += evaluation.confusion_matrix(prediction, truth, self.num_classes)
+            if truth is not None:
+                prediction = np.where(foreground, labels, np.uint8(0))
+                self.confusions[index] += evaluation.confusion_matrix(prediction, truth, self.num_classes)
         self.images += 1
 
     def miou(self) -> list[float]:
@@ -409,10 +411,20 @@ def summary_warnings(metrics: Mapping[str, Mapping[str, Any]], walk_background: 
     return found
 
 
-def run_summary(config: RunConfig, metric_files: dict[str, Path], output: Path) -> None:
+def run_summary(
+    config: RunConfig, metric_files: dict[str, Path], output: Path, shards: Mapping[str, Sequence[Path]] | None = None
+) -> None:
     """One Markdown table of the headline numbers (percent) in the paper's order — CAM, semantic and
     instance pseudo labels, DeepLab v2 on pseudo labels and on ground truth with their ratio, Mask
-    R-CNN — then every other metric the stages wrote (COCO AP, image counts)."""
+    R-CNN — then every other metric the stages wrote (COCO AP, image counts).
+
+    Without ground truth (``evaluation.ground_truth: false``) there are no metric files: the summary is
+    :func:`irn_core.steps.ground_truth_free.summary_without_ground_truth` of ``shards`` (product -> files)."""
+    if not config.evaluation.ground_truth:
+        from irn_core.steps.ground_truth_free import summary_without_ground_truth
+
+        write_text_atomic(output, summary_without_ground_truth(config, shards or {}))
+        return
     metrics = {stage: json.loads(path.read_text(encoding="utf-8")) for stage, path in metric_files.items()}
     splits = {"infer": config.dataset.infer_split, "val": config.dataset.val_split or ""}
     rows = []

@@ -209,3 +209,30 @@ def test_a_run_with_a_wrong_root_fails_at_its_start(
     snakemake_config = load_config([DEMO, wrong]).model_dump(mode="json")
     with pytest.raises(DatasetError, match="fails the check at the start of the run"):  # what the Snakefile calls
         prepare(snakemake_config, DEMO)
+
+
+def test_a_voc_folder_without_class_maps_reads_its_labels_and_passes_without_ground_truth(
+    generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Your own photos in the VOC layout: JPEGImages, Annotations/*.xml and the id lists, no SegmentationClass."""
+    root = tmp_path / "photos"
+    shutil.copytree(generated / "VOC", root)
+    for folder in ("SegmentationClass", "SegmentationObject"):
+        shutil.rmtree(root / folder, ignore_errors=True)
+    dataset = {"kind": "voc12", "root": str(root), "train_split": "train", "infer_split": "val"}
+    config = _config(tmp_path, dataset)
+    code, out = _check(config, capsys)
+    assert code == 2 and "no class map found" in out  # evaluated by default: the val split's masks are missing
+    with_option = yaml.safe_load(config.read_text())
+    with_option["evaluation"] = {"ground_truth": False}
+    config.write_text(yaml.safe_dump(with_option))
+    code, out = _check(config, capsys)
+    assert code == 0, out
+    run = _run_config(config)
+    from irn_core.steps.common import open_run_dataset
+
+    voc = open_run_dataset(run)
+    image_id = voc.ids("val")[0]
+    assert len(voc.class_labels(image_id)) > 0  # from Annotations/<id>.xml
+    with pytest.raises(DatasetError, match=rf"image id {image_id}: no class map found"):
+        voc.semantic_mask(image_id)

@@ -133,3 +133,23 @@ def test_last_error_and_staleness_helpers(tmp_path: Path) -> None:
                               current) == []
     changed = {"random_walk": {"beta": 8.0}, "shard_size": 4}
     assert recorded_staleness(changed, config_hash(changed), current) == ["random_walk"]
+
+
+def test_a_run_without_ground_truth_has_no_evaluation_stages() -> None:
+    from irn_core.config import validate_config
+    from irn_core.status import STAGES
+
+    def stages(ground_truth: bool) -> set[str]:
+        config = validate_config({"dataset": {"downstream_split": "train", "val_split": "val", "synthetic": {}},
+                                  "deeplab": {"enabled": True}, "maskrcnn": {"enabled": True},
+                                  "evaluation": {"ground_truth": ground_truth}}, source="test")
+        return {stage.name for stage in STAGES if stage.applies(config)}
+
+    with_truth, without = stages(True), stages(False)
+    assert {"evaluate_cam", "evaluate_maskrcnn", "train_deeplab_ground_truth"} <= with_truth
+    assert with_truth - without == {
+        "evaluate_cam", "evaluate_semantic", "evaluate_instances", "evaluate_deeplab_pseudo",
+        "evaluate_deeplab_ground_truth", "evaluate_maskrcnn", "train_deeplab_ground_truth",
+        "deeplab_infer_ground_truth",
+    }
+    assert without < with_truth

@@ -52,15 +52,21 @@ def irn(*arguments: str, cwd: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-@pytest.fixture(scope="module")
-def coco_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("coco_workflow")
+def write_synthetic_coco(workdir: Path) -> None:
+    """``workdir/data/coco``: the synthetic set (:data:`SYNTHETIC`) as COCO files, splits train and val
+    (``annotations/instances_<split>.json``, images in ``<split>/``)."""
     synthetic_config = {"name": "syn", "dataset": {"kind": "synthetic", "root": "data/syn", "train_split": "train",
                                                    "infer_split": "train", "synthetic": SYNTHETIC}}
     (workdir / "syn.yaml").write_text(yaml.safe_dump(synthetic_config))
     irn("make-synthetic", "--config", "syn.yaml", cwd=workdir)
     irn("export", "--config", "syn.yaml", "--what", "coco", "--ground-truth", "--splits", "train", "val",
         "--out", "data/coco", cwd=workdir)
+
+
+@pytest.fixture(scope="module")
+def coco_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("coco_workflow")
+    write_synthetic_coco(workdir)
     config = {
         **{key: value for key, value in TINY_CONFIG.items() if key not in ("dataset", "name")},
         "name": "coco",

@@ -4,7 +4,8 @@
 # Included by the Snakefile when deeplab.enabled and dataset.downstream_split are set.
 
 DEEPLAB_PROCESSES = RUN.deeplab.train.processes
-DEEPLAB_LABEL_SOURCES = ("pseudo", "ground_truth")
+# without ground truth (evaluation.ground_truth false) no upper bound and no evaluation
+DEEPLAB_LABEL_SOURCES = ("pseudo", "ground_truth") if RUN.evaluation.ground_truth else ("pseudo",)
 # the semantic pseudo-label shards holding downstream ids
 DEEPLAB_PSEUDO_LABELS = [
     W.path("semantic", f"shard-{index:05d}.h5") for index in range(len(W.plan)) if W.plan.ids(index, "downstream")
@@ -61,6 +62,8 @@ for _labels in DEEPLAB_LABEL_SOURCES:
             shell:
                 W.irn("deeplab-infer")
                 + " --shard {wildcards.shard} --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
+
+    if RUN.dataset.val_split is not None and RUN.evaluation.ground_truth:
 
         rule:
             name:

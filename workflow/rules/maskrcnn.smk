@@ -53,6 +53,8 @@ if RUN.dataset.val_split is not None:  # predictions and evaluation need val ids
             W.irn("maskrcnn-infer") + " --shard {wildcards.shard} --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
 
 
+if RUN.dataset.val_split is not None and RUN.evaluation.ground_truth:
+
     rule evaluate_maskrcnn:
         input:
             data=W.evaluation_inputs("val"),
