@@ -124,6 +124,9 @@ class TrainingRecord:
     epochs: int = 0
     images_per_second: float = 0.0
     seconds: float = 0.0
+    step_ends: list[float] = field(default_factory=list)
+    """Seconds from the loop's start to the end of each step (after the losses reached the host, so
+    on CUDA the step's kernels have finished): lets a benchmark leave warm-up steps out."""
 
 
 LossStep = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -228,6 +231,7 @@ def train_loop(
                 window.setdefault(key, []).append(value)
             images += len(batch[next(iter(batch))]) * context.world_size
             elapsed = time.perf_counter() - started
+            record.step_ends.append(elapsed)
             bar.update(1)
             bar.set_postfix(
                 {"epoch": epoch, "loss": f"{values['total']:.4f}", "images/s": f"{images / max(elapsed, 1e-9):.1f}"},
