@@ -317,6 +317,26 @@ class ComputeConfig(_Section):
         description="per-rule cluster resources by rule name ('default' for every rule), e.g. "
         "{train_cam: {mem_mb: 32000, runtime: 600, gres: 'gpu:1'}}",
     )
+    precision: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="arithmetic of every network's training and inference: float32 (the reference), or autocast "
+        "mixed precision in bfloat16 (CPU or CUDA) or float16 (CUDA only, with a gradient scaler); losses and "
+        "stored outputs stay float32",
+    )
+    channels_last: bool = Field(
+        False,
+        description="convolutional networks (CAM network, IRNet, DeepLab) and their inputs in channels-last memory "
+        "format (faster convolutions on recent GPUs, mostly under mixed precision)",
+    )
+
+    @model_validator(mode="after")
+    def _float16_needs_cuda(self) -> ComputeConfig:
+        if self.precision == "float16" and self.device == "cpu":
+            raise ValueError(
+                "compute.precision 'float16' needs a CUDA device (autocast on CPU supports bfloat16 only); "
+                "use 'bfloat16' or device 'cuda'/'auto'"
+            )
+        return self
 
 
 class ReportConfig(_Section):
