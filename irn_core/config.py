@@ -654,10 +654,24 @@ def tracked_config(config: RunConfig) -> dict[str, Any]:
     return data
 
 
+NETWORK_STAGES: tuple[str, ...] = (
+    "train_cam", "make_cam", "train_irn", "irn_infer", "train_deeplab", "deeplab_infer", "train_maskrcnn",
+    "maskrcnn_infer",
+)
+"""Stages that run a network, whose outputs depend on ``compute.precision``."""
+
+
 def stage_config(config: RunConfig, stage: str) -> dict[str, Any]:
-    """The JSON-ready subset of ``config`` that ``stage`` depends on."""
+    """The JSON-ready subset of ``config`` that ``stage`` depends on.
+
+    A network stage under mixed precision (``compute.precision`` other than float32) also depends on
+    ``compute.precision``; under float32 the key is left out, so that the hashes of float32 runs are
+    those they had before the option existed (and their outputs are not redone)."""
     data = tracked_config(config)
-    return {section: _lookup(data, section) for section in STAGE_SECTIONS[stage]}
+    subset = {section: _lookup(data, section) for section in STAGE_SECTIONS[stage]}
+    if stage in NETWORK_STAGES and config.compute.precision != "float32":
+        subset["compute.precision"] = config.compute.precision
+    return subset
 
 
 def config_hash(data: Mapping[str, Any] | RunConfig) -> str:

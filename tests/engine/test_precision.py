@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from irn_core.config import load_config
+from irn_core.config import load_config, stage_config, stage_hash
 from irn_core.engine.runtime import autocast, gradient_scaler, images_to_device, to_memory_format
 from irn_core.errors import ConfigError
 
@@ -85,3 +85,13 @@ def test_config_defaults_and_float16_on_a_cpu_device_fails_on_load() -> None:
         load_config(overrides={"compute": {"device": "cpu", "precision": "float16"}})
     with pytest.raises(ConfigError):
         load_config(overrides={"compute": {"precision": "half"}})
+
+
+def test_mixed_precision_changes_the_hashes_of_network_stages_only() -> None:
+    float32 = load_config()
+    bfloat16 = load_config(overrides={"compute": {"precision": "bfloat16"}})
+    assert "compute.precision" not in stage_config(float32, "make_cam")  # float32 hashes as before the option
+    for stage in ("train_cam", "make_cam", "train_irn", "irn_infer", "train_deeplab", "maskrcnn_infer"):
+        assert stage_hash(bfloat16, stage) != stage_hash(float32, stage), stage
+    for stage in ("ir_labels", "pseudo_labels", "evaluate"):
+        assert stage_hash(bfloat16, stage) == stage_hash(float32, stage), stage
