@@ -30,7 +30,6 @@ The ratio printed for a precision is its throughput over float32's, measured in 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -62,6 +61,7 @@ from irn_core.config import RunConfig, load_config  # noqa: E402
 from irn_core.data.synthetic import SyntheticConfig, SyntheticSample, render_image  # noqa: E402
 from irn_core.deeplab.infer import predict_labels  # noqa: E402
 from irn_core.deeplab.train import train_deeplab  # noqa: E402
+from irn_core.engine.runtime import autocast  # noqa: E402
 from irn_core.engine.training import TrainingRecord  # noqa: E402
 from irn_core.irnet.infer import boundary_and_displacement  # noqa: E402
 from irn_core.irnet.train import train_irnet  # noqa: E402
@@ -195,13 +195,6 @@ def peak_mib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision of the networks' forward passes (float32: none)."""
-    if precision == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=getattr(torch, precision))
-
-
 def training_rate(record: TrainingRecord, batch_size: int, warmup_steps: int) -> dict[str, float]:
     """Images per second over the steps after ``warmup_steps`` (from the record's step end times)."""
     ends = record.step_ends
@@ -242,20 +235,22 @@ def with_steps(settings: Any, steps: int) -> Any:
 def stage_measure(
     name: str, function: Callable[[], tuple[dict[str, float], Any]], device: torch.device, precision: str
 ) -> tuple[dict[str, Any], Any]:
-    """Run one stage's measurement under ``precision``; the row of the report and what the stage returns."""
+    """Run one stage's measurement; the row of the report and what the stage returns. The precision is
+    the config's ``compute.precision`` (the training functions read it from their settings; the
+    inference closures run under :func:`~irn_core.engine.runtime.autocast`, as the workflow's steps)."""
     reset_peak(device)
     started = time.perf_counter()
-    with autocast(precision, device):
-        rate, result = function()
+    rate, result = function()
     row = {**rate, "peak_memory_mib": peak_mib(device), "wall_seconds": time.perf_counter() - started}
     logger.info("%s %s: %.2f images/s, peak %s MiB", name, precision, row["images_per_second"],
                 "n/a" if row["peak_memory_mib"] is None else f"{row['peak_memory_mib']:.0f}")
     return row, result
 
 
-def measure_stages(config: RunConfig, plan: Plan, device: torch.device, precision: str) -> dict[str, dict]:
-    """Every stage of :data:`STAGES` at ``config``'s settings under ``precision``."""
+def measure_stages(config: RunConfig, plan: Plan, device: torch.device) -> dict[str, dict]:
+    """Every stage of :data:`STAGES` at ``config``'s settings (``compute.precision`` included)."""
     warmup = plan.warmup_steps
+    precision = config.compute.precision
     largest_batch = max(config.cam.train.batch_size, config.irnet.train.batch_size,
                         config.deeplab.train.batch_size, config.maskrcnn.train.batch_size)
     dataset = synthetic_pool(plan, count=2 * largest_batch)
@@ -272,10 +267,12 @@ def measure_stages(config: RunConfig, plan: Plan, device: torch.device, precisio
 
     def cam_one(image_id: str) -> object:
         image = dataset.image(image_id)
-        cam_s4, high_res = multiscale_cams(
-            cam_model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip,
-            base_scale=cam_base_scale(config, image.shape[0], image.shape[1]),
-        )
+        with autocast(precision, device):
+            cam_s4, high_res = multiscale_cams(
+                cam_model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip,
+                base_scale=cam_base_scale(config, image.shape[0], image.shape[1]),
+            )
+        cam_s4, high_res = cam_s4.float(), high_res.float()
         cam_s4, high_res = select_classes(cam_s4, high_res, torch.as_tensor(dataset.class_labels(image_id)))
         return cam_s4.float().cpu().numpy(), high_res.float().cpu().numpy()
 
@@ -295,9 +292,10 @@ def measure_stages(config: RunConfig, plan: Plan, device: torch.device, precisio
     index = path_index(config.random_walk.radius)
 
     def irnet_one(image_id: str) -> object:
-        boundary, displacement = boundary_and_displacement(
-            irnet_model, dataset.image(image_id), pad_to=config.irnet.infer.pad_to
-        )
+        with autocast(precision, device):
+            boundary, displacement = boundary_and_displacement(
+                irnet_model, dataset.image(image_id), pad_to=config.irnet.infer.pad_to
+            )
         affinity = boundary_to_affinity(boundary.float()[None], index)[0]
         return boundary.float().cpu().numpy(), displacement.float().cpu().numpy(), affinity.cpu().numpy()
 
@@ -319,8 +317,9 @@ def measure_stages(config: RunConfig, plan: Plan, device: torch.device, precisio
     crf = crf_settings(config)
 
     def deeplab_one(image_id: str) -> object:
-        return predict_labels(deeplab_model, dataset.image(image_id), scales=config.deeplab.infer.scales,
-                              flip=config.deeplab.infer.flip, crf=crf, image_id=image_id)
+        with autocast(precision, device):
+            return predict_labels(deeplab_model, dataset.image(image_id), scales=config.deeplab.infer.scales,
+                                  flip=config.deeplab.infer.flip, crf=crf, image_id=image_id)
 
     rows["deeplab_infer"], _ = stage_measure(
         "deeplab_infer", lambda: (inference_rate(deeplab_one, image_ids, plan, device), None), device, precision
@@ -342,8 +341,9 @@ def measure_stages(config: RunConfig, plan: Plan, device: torch.device, precisio
     maskrcnn_model.eval()
 
     def maskrcnn_one(image_id: str) -> object:
-        return predict_instances(maskrcnn_model, dataset.image(image_id),
-                                 mask_threshold=config.maskrcnn.infer.mask_threshold)
+        with autocast(precision, device):
+            return predict_instances(maskrcnn_model, dataset.image(image_id),
+                                     mask_threshold=config.maskrcnn.infer.mask_threshold)
 
     rows["maskrcnn_infer"], _ = stage_measure(
         "maskrcnn_infer", lambda: (inference_rate(maskrcnn_one, image_ids, plan, device), None), device, precision
@@ -460,13 +460,21 @@ def run_cuda_tests(directory: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ the report
-def check_config(config_path: Path, tiny: bool, device: torch.device) -> RunConfig:
-    overrides: dict[str, Any] = {section: dict(values) for section, values in RANDOM_WEIGHTS.items()}
-    if tiny:
-        from irn_core.config import _merge  # the loader's own recursive merge
+def nested_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update``'s values, nested mappings updated key by key (neither is changed)."""
+    result = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = nested_update(result[key], value) if both else value
+    return result
 
-        overrides = _merge(overrides, TINY)
-    overrides["compute"] = {"device": device.type}
+
+def check_config(
+    config_path: Path, tiny: bool, device: torch.device, precision: str = "float32", channels_last: bool = False
+) -> RunConfig:
+    """``config_path`` with random backbone weights (and the tiny sizes), on ``device``, in ``precision``."""
+    overrides = nested_update(RANDOM_WEIGHTS, TINY) if tiny else dict(RANDOM_WEIGHTS)
+    overrides["compute"] = {"device": device.type, "precision": precision, "channels_last": channels_last}
     return load_config([config_path], overrides)
 
 
@@ -535,7 +543,6 @@ def run_check(options: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
     plan = TINY_PLAN if options.tiny else FULL_PLAN
-    config = check_config(options.config, options.tiny, device)
     precisions = [value.strip() for value in options.precisions.split(",") if value.strip()]
     if "float32" not in precisions:
         precisions.insert(0, "float32")
@@ -549,11 +556,16 @@ def run_check(options: argparse.Namespace) -> dict[str, Any]:
             "command": "skipped (--skip-tests)", "files": [], "returncode": None, "passed": 0, "failed": 0,
             "skipped": 0, "seconds": 0.0, "output_tail": ""}
     walk = walk_check(plan.walk_sizes, device)
-    stages = {precision: measure_stages(config, plan, device, precision) for precision in precisions}
+    stages = {
+        precision: measure_stages(
+            check_config(options.config, options.tiny, device, precision, options.channels_last), plan, device
+        )
+        for precision in precisions
+    }
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "config": str(options.config), "tiny": options.tiny, "environment": environment(device),
-        "plan": dataclasses.asdict(plan), "precisions": precisions, "cuda_tests": tests, "walk": walk,
+        "plan": dataclasses.asdict(plan), "precisions": precisions, "channels_last": options.channels_last, "cuda_tests": tests, "walk": walk,
         "stages": stages, "total_seconds": time.perf_counter() - started,
     }
 
@@ -565,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=REPOSITORY / "config" / "voc12.yaml")
     parser.add_argument("--precisions", default="float32,bfloat16",
                         help="comma-separated precisions to measure every stage under (float32 always first)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="compute.channels_last for every stage (convolutional networks in channels-last format)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of torch (default: 1 with --device cpu, as the workflow's CPU jobs; "
                         "torch's default otherwise)")
