@@ -247,13 +247,16 @@ def stage_measure(
     return row, result
 
 
-def measure_stages(config: RunConfig, plan: Plan, device: torch.device) -> dict[str, dict]:
-    """Every stage of :data:`STAGES` at ``config``'s settings (``compute.precision`` included)."""
+def largest_batch(config: RunConfig) -> int:
+    return max(config.cam.train.batch_size, config.irnet.train.batch_size,
+               config.deeplab.train.batch_size, config.maskrcnn.train.batch_size)
+
+
+def measure_stages(config: RunConfig, plan: Plan, device: torch.device, dataset: SyntheticPool) -> dict[str, dict]:
+    """Every stage of :data:`STAGES` at ``config``'s settings (``compute.precision`` included) on the
+    images of ``dataset`` (at least two of the largest batches)."""
     warmup = plan.warmup_steps
     precision = config.compute.precision
-    largest_batch = max(config.cam.train.batch_size, config.irnet.train.batch_size,
-                        config.deeplab.train.batch_size, config.maskrcnn.train.batch_size)
-    dataset = synthetic_pool(plan, count=2 * largest_batch)
     image_ids = dataset.ids("train")
     rows: dict[str, dict] = {}
 
@@ -556,12 +559,10 @@ def run_check(options: argparse.Namespace) -> dict[str, Any]:
             "command": "skipped (--skip-tests)", "files": [], "returncode": None, "passed": 0, "failed": 0,
             "skipped": 0, "seconds": 0.0, "output_tail": ""}
     walk = walk_check(plan.walk_sizes, device)
-    stages = {
-        precision: measure_stages(
-            check_config(options.config, options.tiny, device, precision, options.channels_last), plan, device
-        )
-        for precision in precisions
-    }
+    configs = {precision: check_config(options.config, options.tiny, device, precision, options.channels_last)
+               for precision in precisions}
+    dataset = synthetic_pool(plan, count=2 * largest_batch(configs["float32"]))
+    stages = {precision: measure_stages(config, plan, device, dataset) for precision, config in configs.items()}
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "config": str(options.config), "tiny": options.tiny, "environment": environment(device),
