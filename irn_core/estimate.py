@@ -200,6 +200,8 @@ class Estimate:
     disk_images: dict[str, int]
     disk_assumptions: dict[str, Any]
     compression: dict[str, float] = field(default_factory=dict)
+    model_check: dict[str, dict[str, float]] = field(default_factory=dict)
+    """:func:`disk_model_check` on the ``--from-run`` run (empty without one)."""
 
     def stage_seconds(self, stage: StageEstimate, devices: int) -> float | None:
         if stage.throughput is None:
@@ -371,35 +373,76 @@ def product_images(plan: ShardPlan, config: RunConfig) -> dict[str, int]:
     return counts
 
 
-def payload_bytes(path: Path) -> tuple[int, int]:
-    """(uncompressed payload, bytes stored) of every dataset of an HDF5 file."""
-    import h5py
+PRODUCT_FOLDERS: tuple[str, ...] = ("cam", "ir_labels", "irnet", "semantic", "instances", "deeplab_pseudo",
+                                    "deeplab_ground_truth", "maskrcnn")
+"""The HDF5 products of a run, each a folder of shard files under ``results/<name>/``."""
 
-    sizes = [0, 0]
 
-    def visit(_: str, item: object) -> None:
-        if isinstance(item, h5py.Dataset):
-            sizes[0] += item.size * item.dtype.itemsize
-            sizes[1] += item.id.get_storage_size()
+@dataclass
+class ProductFiles:
+    """What a product's shard files of a finished run hold."""
 
-    with h5py.File(path, "r") as handle:
-        handle.visititems(visit)
-    return sizes[0], sizes[1]
+    images: int
+    payload: int
+    """Uncompressed bytes of every dataset."""
+    file_bytes: int
+    """Bytes of the files on disk."""
+    instances: int = 0
+    """Masks in ``masks_s1`` (instances, detections) or classes in ``class_ids`` (CAMs)."""
+    pixels: int = 0
+    """Sum of H·W of the images."""
+    heights: int = 0
+    widths: int = 0
+
+
+def measure_product_files(paths: Sequence[Path]) -> ProductFiles:
+    """Images, uncompressed payload and file bytes of a product's shard files, and the counts the
+    disk model takes (classes or instances per image, image sizes)."""
+    from irn_core.store import ShardReader
+
+    measured = ProductFiles(0, 0, 0)
+    for path in paths:
+        measured.file_bytes += os.path.getsize(path)
+        with ShardReader(path) as reader:
+            for image_id in reader:
+                arrays = reader.read(image_id)
+                attributes = reader.attributes(image_id)
+                measured.images += 1
+                measured.payload += sum(int(array.nbytes) for array in arrays.values())
+                counted = arrays.get("masks_s1", arrays.get("class_ids"))
+                measured.instances += 0 if counted is None else len(counted)
+                height, width = int(attributes["height"]), int(attributes["width"])
+                measured.heights += height
+                measured.widths += width
+                measured.pixels += height * width
+    return measured
+
+
+def measure_run_products(run_dir: Path) -> dict[str, ProductFiles]:
+    """:func:`measure_product_files` of every product folder of a run that has shard files."""
+    return {product: measure_product_files(sorted((run_dir / product).glob("shard-*.h5")))
+            for product in PRODUCT_FOLDERS if any((run_dir / product).glob("shard-*.h5"))}
 
 
 def measured_compression(run_dir: Path) -> dict[str, float]:
-    """File bytes over uncompressed payload, per product folder of a finished run."""
-    ratios = {}
-    for product in ("cam", "ir_labels", "irnet", "semantic", "instances", "deeplab_pseudo",
-                    "deeplab_ground_truth", "maskrcnn"):
-        files = sorted((run_dir / product).glob("shard-*.h5"))
-        if not files:
-            continue
-        payload = sum(payload_bytes(path)[0] for path in files)
-        on_disk = sum(os.path.getsize(path) for path in files)
-        if payload:
-            ratios[product] = on_disk / payload
-    return ratios
+    """File bytes over uncompressed payload, per product of a finished run."""
+    return {product: files.file_bytes / files.payload
+            for product, files in measure_run_products(run_dir).items() if files.payload}
+
+
+def disk_model_check(config: RunConfig, measured: Mapping[str, ProductFiles]) -> dict[str, dict[str, float]]:
+    """:func:`product_disk_bytes` at a run's own counts and means, against its files: per product the
+    predicted bytes, the actual payload and file bytes. The model takes means, so it differs from the
+    payload where images of different sizes hold different numbers of classes or instances."""
+    cam = measured.get("cam") or next(iter(measured.values()))
+    size = (cam.heights / cam.images, cam.widths / cam.images)
+    mean = {product: files.instances / files.images for product, files in measured.items() if files.images}
+    predicted = product_disk_bytes(
+        config, {product: files.images for product, files in measured.items()}, size, mean.get("cam", 0.0),
+        mean.get("instances", 0.0), mean_detections=mean.get("maskrcnn", 0.0),
+    )
+    return {product: {"predicted": predicted[product], "payload": files.payload, "file_bytes": files.file_bytes}
+            for product, files in measured.items()}
 
 
 # ---------------------------------------------------------------------------------------------- together
@@ -462,8 +505,14 @@ def estimate(
     disk = product_disk_bytes(config, counts, means["mean_image_size"], means["mean_classes"],
                               means["mean_instances"])
     assumptions = {**means, "mean_detections": config.maskrcnn.infer.detections_per_image}
-    return Estimate(config.name, ids_source, source, estimate_stages(config, plan, throughputs), disk, counts,
-                    assumptions, measured_compression(from_run) if from_run else {})
+    result = Estimate(config.name, ids_source, source, estimate_stages(config, plan, throughputs), disk, counts,
+                      assumptions)
+    if from_run is not None:
+        measured = measure_run_products(from_run)
+        result.compression = {product: files.file_bytes / files.payload
+                              for product, files in measured.items() if files.payload}
+        result.model_check = disk_model_check(load_config(from_run / "config.yaml"), measured)
+    return result
 
 
 def duration(seconds: float | None) -> str:
@@ -515,4 +564,13 @@ def format_estimate(result: Estimate, devices: int) -> str:
     lines.append(f"| total | | {size_text(total)} |" + (
         f" {size_text(sum(count * result.compression.get(product, 1.0) for product, count in result.disk_bytes.items()))} |"
         if result.compression else ""))
+    if result.model_check:
+        lines += ["", "The disk model against the --from-run run's files (at that run's own image counts and mean "
+                  "sizes, classes, instances and detections):", "",
+                  "| product | predicted | payload | predicted / payload | files | files / payload |",
+                  "|---|---|---|---|---|---|"]
+        for product, row in result.model_check.items():
+            lines.append(f"| {product} | {size_text(row['predicted'])} | {size_text(row['payload'])} | "
+                         f"{row['predicted'] / row['payload']:.3f} | {size_text(row['file_bytes'])} | "
+                         f"{row['file_bytes'] / row['payload']:.3f} |")
     return "\n".join(lines)
