@@ -55,13 +55,14 @@ if str(REPOSITORY) not in sys.path:  # run as a script from anywhere: this check
     sys.path.insert(0, str(REPOSITORY))
 from relations import dense_estimate_mib, scene  # noqa: E402  (benchmarks/relations.py, beside this file)
 
+from irn_core.atomic import write_text_atomic  # noqa: E402
 from irn_core.cam.infer import multiscale_cams, select_classes  # noqa: E402
 from irn_core.cam.train import train_cam  # noqa: E402
 from irn_core.config import RunConfig, load_config  # noqa: E402
 from irn_core.data.synthetic import SyntheticConfig, SyntheticSample, render_image  # noqa: E402
 from irn_core.deeplab.infer import predict_labels  # noqa: E402
 from irn_core.deeplab.train import train_deeplab  # noqa: E402
-from irn_core.engine.runtime import autocast  # noqa: E402
+from irn_core.engine.runtime import autocast, configure_runtime  # noqa: E402
 from irn_core.engine.training import TrainingRecord  # noqa: E402
 from irn_core.irnet.infer import boundary_and_displacement  # noqa: E402
 from irn_core.irnet.train import train_irnet  # noqa: E402
@@ -240,7 +241,12 @@ def stage_measure(
     inference closures run under :func:`~irn_core.engine.runtime.autocast`, as the workflow's steps)."""
     reset_peak(device)
     started = time.perf_counter()
-    rate, result = function()
+    try:
+        rate, result = function()
+    except Exception as error:  # one failing stage must not cost the device time of the others
+        logger.exception("%s %s failed", name, precision)
+        return {"images_per_second": None, "error": f"{type(error).__name__}: {error}"[:1000],
+                "peak_memory_mib": peak_mib(device), "wall_seconds": time.perf_counter() - started}, None
     row = {**rate, "peak_memory_mib": peak_mib(device), "wall_seconds": time.perf_counter() - started}
     logger.info("%s %s: %.2f images/s, peak %s MiB", name, precision, row["images_per_second"],
                 "n/a" if row["peak_memory_mib"] is None else f"{row['peak_memory_mib']:.0f}")
@@ -395,42 +401,51 @@ def timed(function: Callable[[], torch.Tensor], device: torch.device) -> tuple[t
 def walk_check(sizes: Sequence[tuple[int, int]], device: torch.device) -> list[dict[str, Any]]:
     """``propagate`` on ``device`` against the CPU and the dense reference (on ``device``, float32, when
     its estimated memory fits in the free device memory, or on CPU below 64x80) at each stride-4 size."""
-    rows = []
-    cpu = torch.device("cpu")
+    rows: list[dict[str, Any]] = []
     for height, width in sizes:
-        maps = scene(height, width, WALK_CHANNELS, seed=0)
-        scores, boundary = torch.from_numpy(maps["cams"]), torch.from_numpy(maps["boundary"])
-        on_cpu, cpu_seconds, _ = timed(lambda: propagate(scores, boundary), cpu)
-        on_device, device_seconds, device_peak = timed(
-            lambda: propagate(scores.to(device), boundary.to(device)), device
-        )
-        largest = float(on_cpu.abs().max())
-        row: dict[str, Any] = {
-            "size": f"{height}x{width}", "channels": WALK_CHANNELS,
-            "cpu_seconds": cpu_seconds, "device_seconds": device_seconds, "device_peak_mib": device_peak,
-            "device_vs_cpu_max_diff_rel": float((on_device.cpu() - on_cpu).abs().max()) / largest,
-            "dense_estimate_mib": dense_estimate_mib(height, width),
-        }
-        free_mib = torch.cuda.mem_get_info(device)[0] / 2**20 if device.type == "cuda" else None
-        dense_fits = (free_mib is not None and row["dense_estimate_mib"] < 0.8 * free_mib) or (
-            free_mib is None and height * width <= 64 * 80
-        )
-        if dense_fits:
-            dense, dense_seconds, dense_peak = timed(
-                lambda: propagate_dense(scores.to(device), boundary.to(device), flush_denormal=device.type == "cpu"),
-                device,
-            )
-            row.update(dense_seconds=dense_seconds, dense_peak_mib=dense_peak,
-                       device_vs_dense_max_diff_rel=float((on_device.cpu() - dense.cpu()).abs().max()) / largest,
-                       dense_over_sparse_time=dense_seconds / device_seconds)
-        else:
-            row["dense_note"] = (
-                f"skipped: needs about {row['dense_estimate_mib']:.0f} MiB"
-                + (f", {free_mib:.0f} MiB free" if free_mib is not None else " (dense on CPU only up to 64x80 here)")
-            )
-        logger.info("walk %s: %s", row["size"], {key: value for key, value in row.items() if key != "size"})
-        rows.append(row)
+        try:
+            rows.append(walk_row(height, width, device))
+        except Exception as error:  # e.g. out of device memory: the report says so, the check goes on
+            logger.exception("walk %dx%d failed", height, width)
+            rows.append({"size": f"{height}x{width}", "error": f"{type(error).__name__}: {error}"[:1000]})
     return rows
+
+
+def walk_row(height: int, width: int, device: torch.device) -> dict[str, Any]:
+    """One map size of :func:`walk_check`."""
+    cpu = torch.device("cpu")
+    maps = scene(height, width, WALK_CHANNELS, seed=0)
+    scores, boundary = torch.from_numpy(maps["cams"]), torch.from_numpy(maps["boundary"])
+    on_cpu, cpu_seconds, _ = timed(lambda: propagate(scores, boundary), cpu)
+    on_device, device_seconds, device_peak = timed(
+        lambda: propagate(scores.to(device), boundary.to(device)), device
+    )
+    largest = float(on_cpu.abs().max())
+    row: dict[str, Any] = {
+        "size": f"{height}x{width}", "channels": WALK_CHANNELS,
+        "cpu_seconds": cpu_seconds, "device_seconds": device_seconds, "device_peak_mib": device_peak,
+        "device_vs_cpu_max_diff_rel": float((on_device.cpu() - on_cpu).abs().max()) / largest,
+        "dense_estimate_mib": dense_estimate_mib(height, width),
+    }
+    free_mib = torch.cuda.mem_get_info(device)[0] / 2**20 if device.type == "cuda" else None
+    dense_fits = (free_mib is not None and row["dense_estimate_mib"] < 0.8 * free_mib) or (
+        free_mib is None and height * width <= 64 * 80
+    )
+    if dense_fits:
+        dense, dense_seconds, dense_peak = timed(
+            lambda: propagate_dense(scores.to(device), boundary.to(device), flush_denormal=device.type == "cpu"),
+            device,
+        )
+        row.update(dense_seconds=dense_seconds, dense_peak_mib=dense_peak,
+                   device_vs_dense_max_diff_rel=float((on_device.cpu() - dense.cpu()).abs().max()) / largest,
+                   dense_over_sparse_time=dense_seconds / device_seconds)
+    else:
+        row["dense_note"] = (
+            f"skipped: needs about {row['dense_estimate_mib']:.0f} MiB"
+            + (f", {free_mib:.0f} MiB free" if free_mib is not None else " (dense on CPU only up to 64x80 here)")
+        )
+    logger.info("walk %s: %s", row["size"], {key: value for key, value in row.items() if key != "size"})
+    return row
 
 
 # ------------------------------------------------------------------------------------------ the tests
@@ -500,13 +515,17 @@ def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines = [f"# Device check {report['date']} on {env['device_name']}", "",
              f"torch {env['torch']}, CUDA {env['cuda']}, config `{report['config']}`"
-             + (" (tiny)" if report["tiny"] else "") + f", total {report['total_seconds']:.0f} s.", ""]
+             + (" (tiny)" if report["tiny"] else "") + f", total {report['total_seconds']:.0f} s"
+             + ("." if report.get("complete") else " (INCOMPLETE: the check was cut short or is still running)."), ""]
     tests = report["cuda_tests"]
     lines += [f"CUDA tests (`{tests['command']}`): {tests['passed']} passed, {tests['failed']} failed, "
               f"{tests['skipped']} skipped.", "", "## Random walk", "",
               "| map | CPU | device | device peak | max diff vs CPU | dense (device) | dense peak | max diff vs dense |",
               "|---|---|---|---|---|---|---|---|"]
     for row in report["walk"]:
+        if "error" in row:
+            lines.append(f"| {row['size']} | failed: {row['error'][:120]} | | | | | | |")
+            continue
         peak = "—" if row["device_peak_mib"] is None else f"{row['device_peak_mib']:.0f} MiB"
         if "dense_seconds" in row:
             dense_peak = "—" if row["dense_peak_mib"] is None else f"{row['dense_peak_mib']:.0f} MiB"
@@ -515,15 +534,18 @@ def markdown(report: dict[str, Any]) -> str:
             dense = (row["dense_note"], "—", "—")
         lines.append(f"| {row['size']} | {row['cpu_seconds'] * 1e3:.0f} ms | {row['device_seconds'] * 1e3:.0f} ms | "
                      f"{peak} | {row['device_vs_cpu_max_diff_rel']:.1e} | {' | '.join(dense)} |")
-    precisions = list(report["stages"])
+    precisions = list(report.get("stages", {}))
     lines += ["", "## Stages (images/s; peak memory)", "",
               "| stage | " + " | ".join(precisions) + " |", "|---|" + "---|" * len(precisions)]
     for stage in STAGES:
         cells = []
         for precision in precisions:
-            row = report["stages"][precision][stage]
+            row = report["stages"][precision].get(stage)
+            if row is None or row["images_per_second"] is None:
+                cells.append("not run" if row is None else f"failed: {row['error'][:80]}")
+                continue
             peak = "" if row["peak_memory_mib"] is None else f"; {row['peak_memory_mib']:.0f} MiB"
-            ratio = report["stages"]["float32"][stage]["images_per_second"] if "float32" in precisions else None
+            ratio = report["stages"].get("float32", {}).get(stage, {}).get("images_per_second")
             relative = f" ({row['images_per_second'] / ratio:.2f}×)" if ratio and precision != "float32" else ""
             cells.append(f"{row['images_per_second']:.2f}{relative}{peak}")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
@@ -540,7 +562,8 @@ def report_stem(date: str, device_name: str) -> str:
     return f"{date}-{re.sub(r'[^A-Za-z0-9]+', '-', device_name).strip('-').lower()}"
 
 
-def run_check(options: argparse.Namespace) -> dict[str, Any]:
+def run_check(options: argparse.Namespace, save: Callable[[dict[str, Any], float], dict[str, Any]]) -> dict[str, Any]:
+    """Every check of the module docstring; ``save(report, started)`` after each part."""
     started = time.perf_counter()
     device = torch.device(options.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -549,26 +572,32 @@ def run_check(options: argparse.Namespace) -> dict[str, Any]:
     precisions = [value.strip() for value in options.precisions.split(",") if value.strip()]
     if "float32" not in precisions:
         precisions.insert(0, "float32")
-    threads = options.threads or (1 if device.type == "cpu" else None)
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = True
-    with tempfile.TemporaryDirectory() as temporary:
-        tests = run_cuda_tests(Path(temporary)) if not options.skip_tests else {
-            "command": "skipped (--skip-tests)", "files": [], "returncode": None, "passed": 0, "failed": 0,
-            "skipped": 0, "seconds": 0.0, "output_tail": ""}
-    walk = walk_check(plan.walk_sizes, device)
     configs = {precision: check_config(options.config, options.tiny, device, precision, options.channels_last)
                for precision in precisions}
-    dataset = synthetic_pool(plan, count=2 * largest_batch(configs["float32"]))
-    stages = {precision: measure_stages(config, plan, device, dataset) for precision, config in configs.items()}
-    return {
+    compute = configs["float32"].compute
+    # as every job of the workflow (prepare_runtime): compute.threads, deterministic algorithms as configured
+    configure_runtime(threads=options.threads or (1 if device.type == "cpu" else compute.threads),
+                      deterministic=compute.deterministic)
+    torch.manual_seed(0)
+    report: dict[str, Any] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "config": str(options.config), "tiny": options.tiny, "environment": environment(device),
-        "plan": dataclasses.asdict(plan), "precisions": precisions, "channels_last": options.channels_last, "cuda_tests": tests, "walk": walk,
-        "stages": stages, "total_seconds": time.perf_counter() - started,
+        "plan": dataclasses.asdict(plan), "precisions": precisions, "channels_last": options.channels_last,
+        "deterministic": compute.deterministic, "complete": False,
     }
+    with tempfile.TemporaryDirectory() as temporary:
+        report["cuda_tests"] = run_cuda_tests(Path(temporary)) if not options.skip_tests else {
+            "command": "skipped (--skip-tests)", "files": [], "returncode": None, "passed": 0, "failed": 0,
+            "skipped": 0, "seconds": 0.0, "output_tail": ""}
+    report["walk"] = walk_check(plan.walk_sizes, device)
+    report["stages"] = {}
+    save(report, started)
+    dataset = synthetic_pool(plan, count=2 * largest_batch(configs["float32"]))
+    for precision, config in configs.items():
+        report["stages"][precision] = measure_stages(config, plan, device, dataset)
+        save(report, started)
+    report["complete"] = True
+    return save(report, started)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -581,22 +610,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--channels-last", action="store_true",
                         help="compute.channels_last for every stage (convolutional networks in channels-last format)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads of torch (default: 1 with --device cpu, as the workflow's CPU jobs; "
-                        "torch's default otherwise)")
+                        help="CPU threads of torch (default: 1 with --device cpu, as the workflow's paired CPU jobs; "
+                        "compute.threads of the config otherwise)")
     parser.add_argument("--skip-tests", action="store_true", help="do not run the suite's CUDA tests")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/gpu_reports)")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("irn_core").setLevel(logging.WARNING)
-    report = run_check(options)
     out = options.out or default_out()
     out.mkdir(parents=True, exist_ok=True)
-    stem = report_stem(report["date"], report["environment"]["device_name"] + ("-tiny" if options.tiny else ""))
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    (out / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
-    print(markdown(report))
-    print(f"report: {out / stem}.json and .md")
+    paths: list[Path] = []
 
+    def save(report: dict[str, Any], started: float) -> dict[str, Any]:
+        """Write the report as it stands (a run cut short by the device's time limit keeps its part)."""
+        report["total_seconds"] = time.perf_counter() - started
+        name = report["environment"]["device_name"] + ("-tiny" if options.tiny else "")
+        stem = out / report_stem(report["date"], name)
+        write_text_atomic(stem.with_suffix(".json"), json.dumps(report, indent=1))
+        write_text_atomic(stem.with_suffix(".md"), markdown(report))
+        paths[:] = [stem]
+        return report
+
+    report = run_check(options, save)
+    print(markdown(report))
+    print(f"report: {paths[0]}.json and .md")
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,7 @@ def test_tiny_cpu_check_writes_a_complete_report(tmp_path: Path) -> None:
 
     environment = report["environment"]
     assert environment["device_name"] == "cpu" and environment["torch"] and "cuda" in environment
-    assert report["tiny"] is True and report["total_seconds"] > 0
+    assert report["tiny"] is True and report["complete"] is True and report["total_seconds"] > 0
     tests = report["cuda_tests"]
     assert tests["returncode"] == 0 and tests["failed"] == 0
     assert tests["passed"] + tests["skipped"] >= 1  # the random walk's CUDA test, skipped without CUDA
