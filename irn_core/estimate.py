@@ -202,6 +202,7 @@ class Estimate:
     compression: dict[str, float] = field(default_factory=dict)
     model_check: dict[str, dict[str, float]] = field(default_factory=dict)
     """:func:`disk_model_check` on the ``--from-run`` run (empty without one)."""
+    notes: list[str] = field(default_factory=list)
 
     def stage_seconds(self, stage: StageEstimate, devices: int) -> float | None:
         if stage.throughput is None:
@@ -507,6 +508,15 @@ def estimate(
     assumptions = {**means, "mean_detections": config.maskrcnn.infer.detections_per_image}
     result = Estimate(config.name, ids_source, source, estimate_stages(config, plan, throughputs), disk, counts,
                       assumptions)
+    if any(stage.throughput_source == "README demo (CPU)" for stage in result.stages):
+        result.notes.append(
+            "README demo (CPU): images/s of the demo's jobs on 2 CPU cores at the demo's settings (EfficientNet-Lite0, "
+            "256-320 px images); at other settings (the paper's ResNet-50, 512 px crops) a CPU is many times slower "
+            "per image, so these times are lower bounds. benchmarks/gpu_check.py measures a device at the "
+            "config/voc12.yaml settings (--throughput REPORT.json)."
+        )
+    if throughput_report is not None and throughput_report.get("tiny"):
+        result.notes.append("the throughput report is a --tiny check (small images and networks), not these settings")
     if from_run is not None:
         measured = measure_run_products(from_run)
         result.compression = {product: files.file_bytes / files.payload
@@ -545,6 +555,10 @@ def format_estimate(result: Estimate, devices: int) -> str:
                      f"{stage.throughput_source} |")
     lines.append(f"| total | | | {sum(stage.jobs for stage in result.stages)} | | "
                  f"{duration(result.total_seconds(1))} | {duration(result.total_seconds(devices))} | |")
+    lines += [""] + [f"Note: {note}" for note in result.notes] if result.notes else []
+    lines.append("Per-shard jobs spread over the devices longest first; a training job uses compute.training_gpus "
+                 "devices; the downstream models train (then infer) side by side; evaluation and report jobs "
+                 "are not counted.")
     means = result.disk_assumptions
     height, width = means["mean_image_size"]
     lines += ["", f"Disk per HDF5 product, uncompressed payload ({means['source']}; mean image {height:.0f}x{width:.0f}; "
