@@ -435,6 +435,8 @@ def disk_model_check(config: RunConfig, measured: Mapping[str, ProductFiles]) ->
     """:func:`product_disk_bytes` at a run's own counts and means, against its files: per product the
     predicted bytes, the actual payload and file bytes. The model takes means, so it differs from the
     payload where images of different sizes hold different numbers of classes or instances."""
+    if not measured:
+        return {}
     cam = measured.get("cam") or next(iter(measured.values()))
     size = (cam.heights / cam.images, cam.widths / cam.images)
     mean = {product: files.instances / files.images for product, files in measured.items() if files.images}

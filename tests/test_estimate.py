@@ -14,6 +14,7 @@ from irn_core.estimate import (
     disk_model_check,
     estimate,
     estimate_plan,
+    format_estimate,
     measure_run_products,
     product_disk_bytes,
     run_throughputs,
@@ -151,3 +152,20 @@ def test_cli_estimate_prints_the_tables(capsys: pytest.CaptureFixture[str]) -> N
     printed = capsys.readouterr().out
     assert "| make_cam | 10,582 | 10,582 | 166 |" in printed
     assert "4 devices (SLURM)" in printed and "| cam | 10,582 |" in printed and "uncompressed" in printed
+
+
+def test_estimate_from_a_run_measures_compression_and_checks_the_model(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _write_run(run_dir, DEMO)
+    config = load_config(DEMO)
+    plan, _ = estimate_plan(config)
+    (run_dir / "shards.json").write_text(plan.to_json(), encoding="utf-8")
+    (run_dir / "benchmarks").mkdir()
+    (run_dir / "benchmarks" / "train_irnet.tsv").write_text("s\th:m:s\n128.0\t0:02:08\n", encoding="utf-8")
+    result = estimate(config, from_run=run_dir)
+    by_name = {stage.name: stage for stage in result.stages}
+    assert by_name["train_irnet"].throughput == pytest.approx(80 * 16 / 128.0)
+    assert by_name["train_cam"].throughput_source == "README demo (CPU)"  # no benchmark file: the default
+    assert set(result.compression) == set(result.model_check) and 0 < result.compression["semantic"] < 1
+    printed = format_estimate(result, 2)
+    assert "The disk model against the --from-run run's files" in printed and "| maskrcnn |" in printed
