@@ -1,10 +1,10 @@
 """The one-go device check: CUDA tests, the random walk on the device, and every stage's throughput.
 
-Run on a GPU machine (about 6-8 min on one H100/H200)::
+Run on a GPU machine (sized to fit in 8 min on one H100/H200: an estimate, it has not run on a GPU yet)::
 
     python benchmarks/gpu_check.py                      # writes benchmarks/gpu_reports/<date>-<device>.{json,md}
     python benchmarks/gpu_check.py --out DIR            # or into DIR
-    python benchmarks/gpu_check.py --device cpu --tiny  # the same checks at a tiny size on CPU (< 1 min)
+    python benchmarks/gpu_check.py --device cpu --tiny  # the same checks at a tiny size on CPU (~30 s)
 
 What it does, in one process (the tests in a subprocess):
 
