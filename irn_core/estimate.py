@@ -315,6 +315,12 @@ def run_throughputs(run_dir: Path) -> dict[str, tuple[float, str]]:
 # ---------------------------------------------------------------------------------------------- disk
 
 
+def strided_side(side: float) -> float:
+    """ceil(side / 4) of an image side; for a mean over images (not a whole number), side / 4 + 3/8,
+    the mean of ceil(side / 4) over sides spread evenly over the four remainders modulo 4."""
+    return math.ceil(side / 4) if float(side).is_integer() else side / 4 + 0.375
+
+
 def product_disk_bytes(
     config: RunConfig,
     num_images: int | Mapping[str, int],
@@ -331,7 +337,7 @@ def product_disk_bytes(
     ``mean_instances``: instance pseudo labels per image (N); ``mean_detections``: Mask R-CNN detections
     per image (default: ``maskrcnn.infer.detections_per_image``, an upper bound).
 
-    Per image, with h, w = ceil(H/4), ceil(W/4): ``cam`` = K·h·w + K·H·W floats (2 bytes each under
+    Per image, with h, w = ceil(H/4), ceil(W/4) (see :func:`strided_side` for mean sizes): ``cam`` = K·h·w + K·H·W floats (2 bytes each under
     ``cam.infer.float16``, else 4) + K int64 class ids; ``ir_labels``, ``semantic``, ``deeplab_pseudo``,
     ``deeplab_ground_truth`` = H·W uint8; ``irnet`` = boundary h·w float32 + displacement 2·h·w float32
     + affinity D·h·w float16 (D = 34 directions at radius 5) + the (D, 2) int64 directions;
@@ -344,7 +350,7 @@ def product_disk_bytes(
         raise InputError(f"need a positive image size and non-negative counts, got {mean_image_size}, "
                          f"{mean_classes}, {mean_instances}")
     pixels = height * width
-    strided = math.ceil(height / 4) * math.ceil(width / 4)
+    strided = strided_side(height) * strided_side(width)
     cam_float = 2 if config.cam_float16 else 4
     directions = len(path_index(config.random_walk.radius).directions)
     detections = config.maskrcnn.infer.detections_per_image if mean_detections is None else mean_detections
