@@ -549,6 +549,8 @@ def markdown(report: dict[str, Any]) -> str:
             relative = f" ({row['images_per_second'] / ratio:.2f}×)" if ratio and precision != "float32" else ""
             cells.append(f"{row['images_per_second']:.2f}{relative}{peak}")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    if report.get("skipped_precisions"):
+        lines += ["", f"Not measured (the --budget would have been passed): {', '.join(report['skipped_precisions'])}."]
     lines += ["", "Random backbone weights; synthetic VOC-sized images; warm-up steps and images left out; "
               "(×) = throughput over float32's in this run."]
     return "\n".join(lines) + "\n"
@@ -591,11 +593,20 @@ def run_check(options: argparse.Namespace, save: Callable[[dict[str, Any], float
             "skipped": 0, "seconds": 0.0, "output_tail": ""}
     report["walk"] = walk_check(plan.walk_sizes, device)
     report["stages"] = {}
+    last_round = 0.0
     save(report, started)
     # 8 batches an epoch, so that the data loader's restart at each epoch weighs little on the rate
     dataset = synthetic_pool(plan, count=8 * largest_batch(configs["float32"]))
+    report["skipped_precisions"] = []
     for precision, config in configs.items():
+        round_started = time.perf_counter()
+        if report["stages"] and round_started - started + last_round > options.budget:
+            logger.warning("%s skipped: another round (%.0f s) would pass the %.0f s budget", precision, last_round,
+                           options.budget)
+            report["skipped_precisions"].append(precision)
+            continue
         report["stages"][precision] = measure_stages(config, plan, device, dataset)
+        last_round = time.perf_counter() - round_started
         save(report, started)
     report["complete"] = True
     return save(report, started)
@@ -613,6 +624,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of torch (default: 1 with --device cpu, as the workflow's paired CPU jobs; "
                         "compute.threads of the config otherwise)")
+    parser.add_argument("--budget", type=float, default=480.0,
+                        help="seconds: a precision whose round (timed like the previous one) would end later is "
+                        "skipped and listed in the report (default 480, the 8 minutes of a lent GPU)")
     parser.add_argument("--skip-tests", action="store_true", help="do not run the suite's CUDA tests")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/gpu_reports)")
     options = parser.parse_args(argv)

@@ -37,7 +37,7 @@ def test_tiny_cpu_check_writes_a_complete_report(tmp_path: Path) -> None:
     assert tests["passed"] + tests["skipped"] >= 1  # the random walk's CUDA test, skipped without CUDA
     assert any("test_relations_random_walk" in name for name in tests["files"])
 
-    assert report["precisions"] == ["float32", "bfloat16"]
+    assert report["precisions"] == ["float32", "bfloat16"] and report["skipped_precisions"] == []
     for precision in report["precisions"]:
         rows = report["stages"][precision]
         assert set(rows) == set(STAGES)
