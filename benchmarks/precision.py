@@ -156,7 +156,8 @@ def main() -> None:
             agree[key][1] += first.size
             differing[key] += int(not np.array_equal(first, second))
         found32, found16 = products["float32"]["instances"], products["bfloat16"]["instances"]
-        differing["instances"] += int(not (len(found32) == len(found16) and np.array_equal(found32.masks, found16.masks)))
+        same_instances = len(found32) == len(found16) and np.array_equal(found32.masks, found16.masks)
+        differing["instances"] += int(not same_instances)
         if count % 10 == 0:
             print(f"{count}/{len(infer_ids)} images, {time.perf_counter() - started:.0f} s", file=sys.stderr)
     _print_report(options, config, compared, stored_equal, largest, agree, differing, cam_confusion,
