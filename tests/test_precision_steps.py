@@ -3,6 +3,11 @@ infer, and the products they store are float32 (float16 where cam.infer.float16 
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -12,6 +17,8 @@ import yaml
 
 from irn_core.cli import main
 from irn_core.engine.checkpoint import load_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "name": "tiny-precision",
@@ -69,13 +76,15 @@ def _read(path: Path, name: str) -> dict[str, np.ndarray]:
 
 
 def test_cam_and_irnet_steps_under_bfloat16_store_float32(configs: dict[str, Path], tmp_path: Path) -> None:
+    """Also runs ``benchmarks/precision.py`` on the float32 products, laid out as a run folder."""
     bfloat16 = str(configs["bfloat16"])
-    cam_checkpoint = tmp_path / "cam.pt"
+    run = tmp_path / "run"
+    cam_checkpoint = run / "models" / "cam.pt"
     assert main(["train-cam", "--config", bfloat16, "--out", str(cam_checkpoint), "--max-steps", "2"]) == 0
     assert np.isfinite(load_checkpoint(cam_checkpoint, kind="cam")["record"]["losses"]).all()
     cams = {}
     for name in ("float32", "bfloat16", "bfloat16_float16_storage"):
-        cams[name] = tmp_path / f"cam_{name}.h5"
+        cams[name] = run / "cam" / "shard-00000.h5" if name == "float32" else tmp_path / f"cam_{name}.h5"
         assert main(["make-cam", "--config", str(configs[name]), "--shard", "0", "--checkpoint", str(cam_checkpoint),
                      "--out", str(cams[name])]) == 0
     maps = {name: _read(path, "cam_s1") for name, path in cams.items()}
@@ -90,14 +99,14 @@ def test_cam_and_irnet_steps_under_bfloat16_store_float32(configs: dict[str, Pat
     ir_labels = tmp_path / "ir_labels.h5"
     assert main(["ir-labels", "--config", bfloat16, "--shard", "0", "--cams", str(cams["float32"]),
                  "--out", str(ir_labels)]) == 0
-    irnet_checkpoint = tmp_path / "irnet.pt"
+    irnet_checkpoint = run / "models" / "irnet.pt"
     assert main(["train-irnet", "--config", bfloat16, "--ir-labels", str(ir_labels), "--cam-checkpoint",
                  str(cam_checkpoint), "--out", str(irnet_checkpoint), "--max-steps", "2"]) == 0
     payload = load_checkpoint(irnet_checkpoint, kind="irnet")
     assert np.isfinite(payload["record"]["losses"]).all() and np.isfinite(payload["record"]["displacement_mean"]).all()
     outputs = {}
     for name in ("float32", "bfloat16"):
-        outputs[name] = tmp_path / f"irnet_{name}.h5"
+        outputs[name] = run / "irnet" / "shard-00000.h5" if name == "float32" else tmp_path / f"irnet_{name}.h5"
         assert main(["irnet-infer", "--config", str(configs[name]), "--shard", "0", "--checkpoint",
                      str(irnet_checkpoint), "--out", str(outputs[name])]) == 0
     boundaries = {name: _read(path, "boundary_s4") for name, path in outputs.items()}
@@ -106,3 +115,14 @@ def test_cam_and_irnet_steps_under_bfloat16_store_float32(configs: dict[str, Pat
         assert boundaries["bfloat16"][image_id].dtype == np.float32
         assert displacements["bfloat16"][image_id].dtype == np.float32
         assert np.abs(boundaries["bfloat16"][image_id] - reference).max() < 0.02
+
+    shutil.copy(configs["float32"], run / "config.yaml")
+    benchmark = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "precision.py"), "--run", str(run), "--max-images", "3",
+         "--threads", "1"],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    compared = int(re.search(r"(\d+) inference images with a class", benchmark.stdout).group(1))
+    assert compared >= 1
+    assert f"equals the stored products for {compared} (CAMs) and {compared} (IRNet boundary)" in benchmark.stdout
+    assert "| cam |" in benchmark.stdout and "ratio bfloat16 / float32" in benchmark.stdout

@@ -114,10 +114,10 @@ def to_memory_format(module: nn.Module, channels_last: bool) -> nn.Module:
     return module
 
 
-def images_to_device(images: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
-    """A batch of images ``(N, C, H, W)`` on ``device`` (non-blocking copy: asynchronous from
-    pinned memory on CUDA), in channels-last memory format when ``channels_last``."""
-    images = images.to(device, non_blocking=True)
-    if channels_last and images.dim() == 4:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
+def tensor_to_device(tensor: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+    """``tensor`` on ``device`` (a non-blocking copy: asynchronous from pinned memory on CUDA); a
+    4-D batch of images ``(N, C, H, W)`` in channels-last memory format when ``channels_last``."""
+    tensor = tensor.to(device, non_blocking=True)
+    if channels_last and tensor.dim() == 4:
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from irn_core.data.registry import SegmentationDataset
 from irn_core.engine.distributed import DistributedContext, all_reduce_sum
 from irn_core.engine.optim import GroupSpec, Schedule, ScheduledSGD, poly_schedule
-from irn_core.engine.runtime import autocast, gradient_scaler, images_to_device, sample_rng, to_memory_format
+from irn_core.engine.runtime import autocast, gradient_scaler, sample_rng, tensor_to_device, to_memory_format
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def batch_to_device(
     """A collated batch on ``device`` (non-blocking copies); its 4-D float ``image`` (N, C, H, W) in
     channels-last memory format when ``channels_last``."""
     return {
-        key: images_to_device(value, device, channels_last=channels_last and key == "image"
+        key: tensor_to_device(value, device, channels_last=channels_last and key == "image"
                               and value.is_floating_point())
         for key, value in batch.items()
     }
@@ -222,6 +222,7 @@ def train_loop(
     )
     max_step_run = max_step if settings.max_steps is None else min(max_step, settings.max_steps)
     make_schedule = schedule or (lambda total: poly_schedule(total, settings.poly_power))
+    to_memory_format(model, settings.channels_last)  # before the optimizer sees its parameters
     optimizer = ScheduledSGD(
         parameter_groups,
         learning_rate=settings.learning_rate,
@@ -229,7 +230,6 @@ def train_loop(
         momentum=settings.momentum,
         schedule=make_schedule(max_step),
     )
-    to_memory_format(model, settings.channels_last)
     scaler = gradient_scaler(settings.precision, device)
     network = wrap_data_parallel(model, device, context)
     record = TrainingRecord()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from irn_core.config import load_config, stage_config, stage_hash
-from irn_core.engine.runtime import autocast, gradient_scaler, images_to_device, to_memory_format
+from irn_core.engine.runtime import autocast, gradient_scaler, tensor_to_device, to_memory_format
 from irn_core.errors import ConfigError
 
 CPU = torch.device("cpu")
@@ -69,9 +69,9 @@ def test_the_scaler_is_disabled_off_float16_and_then_changes_nothing(precision: 
 def test_channels_last_helpers() -> None:
     model = to_memory_format(nn.Conv2d(3, 4, 3), channels_last=True)
     assert model.weight.is_contiguous(memory_format=torch.channels_last)
-    images = images_to_device(torch.randn(2, 3, 8, 8), CPU, channels_last=True)
+    images = tensor_to_device(torch.randn(2, 3, 8, 8), CPU, channels_last=True)
     assert images.is_contiguous(memory_format=torch.channels_last)
-    plain = images_to_device(torch.randn(2, 3, 8, 8), CPU)
+    plain = tensor_to_device(torch.randn(2, 3, 8, 8), CPU)
     assert plain.is_contiguous()
     unchanged = to_memory_format(nn.Conv2d(3, 4, 3), channels_last=False)
     assert unchanged.weight.is_contiguous()
