@@ -415,6 +415,23 @@ def command_report(arguments: argparse.Namespace) -> None:
             logger.warning("no browser found; open %s", page.resolve().as_uri())
 
 
+def command_estimate(arguments: argparse.Namespace) -> None:
+    from irn_core.estimate import estimate, format_estimate
+
+    config = _people_config(arguments)
+    report = None
+    if arguments.throughput:
+        try:
+            report = json.loads(Path(arguments.throughput).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise IrnError(f"{arguments.throughput}: not a readable gpu_check report ({error})") from None
+    if arguments.gpus < 1:
+        raise IrnError(f"--gpus must be at least 1, got {arguments.gpus}")
+    from_run = Path(arguments.from_run) if arguments.from_run else None
+    result = estimate(config, throughput_report=report, from_run=from_run)
+    sys.stdout.write(format_estimate(result, arguments.gpus) + "\n")
+
+
 def _add_people_commands(commands: argparse._SubParsersAction) -> None:
     def add(name: str, function: Callable[..., object], help_text: str, example: str, *,
             one_config_per_option: bool = False) -> argparse.ArgumentParser:
@@ -466,6 +483,17 @@ def _add_people_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--out", help="report folder (default: results/<name>/report)")
     command.add_argument("--open", action="store_true", help="open the page in a web browser")
     command.add_argument("--threads", type=int, help="CPU threads (overrides compute.threads; the rule passes it)")
+
+    command = add("estimate", command_estimate, "per stage the images, jobs and projected time on 1 and N devices, "
+                  "and the disk each HDF5 product needs",
+                  "irn estimate --config config/voc12.yaml --gpus 8\n"
+                  "  irn estimate --config config/voc12.yaml --throughput benchmarks/gpu_reports/REPORT.json\n"
+                  "  irn estimate --config config/config.yaml --from-run results/demo")
+    command.add_argument("--throughput", help="a benchmarks/gpu_check.py JSON report: its measured images/s per stage "
+                         "(default: CPU figures, from --from-run or the README demo's)")
+    command.add_argument("--from-run", help="a finished run folder: images/s from its Snakemake benchmark files, "
+                         "and the compression ratio of its HDF5 files")
+    command.add_argument("--gpus", type=int, default=8, help="devices for the SLURM column (default 8)")
 
 
 def command_data_fetch(arguments: argparse.Namespace) -> None:

@@ -322,6 +322,26 @@ class ComputeConfig(_Section):
         description="per-rule cluster resources by rule name ('default' for every rule), e.g. "
         "{train_cam: {mem_mb: 32000, runtime: 600, gres: 'gpu:1'}}",
     )
+    precision: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="arithmetic of every network's training and inference: float32 (the reference), or autocast "
+        "mixed precision in bfloat16 (CPU or CUDA) or float16 (CUDA only, with a gradient scaler); losses and "
+        "stored outputs stay float32",
+    )
+    channels_last: bool = Field(
+        False,
+        description="convolutional networks (CAM network, IRNet, DeepLab) and their inputs in channels-last memory "
+        "format (faster convolutions on recent GPUs, mostly under mixed precision)",
+    )
+
+    @model_validator(mode="after")
+    def _float16_needs_cuda(self) -> ComputeConfig:
+        if self.precision == "float16" and self.device == "cpu":
+            raise ValueError(
+                "compute.precision 'float16' needs a CUDA device (autocast on CPU supports bfloat16 only); "
+                "use 'bfloat16' or device 'cuda'/'auto'"
+            )
+        return self
 
 
 class ReportConfig(_Section):
@@ -642,10 +662,24 @@ def tracked_config(config: RunConfig) -> dict[str, Any]:
     return data
 
 
+NETWORK_STAGES: tuple[str, ...] = (
+    "train_cam", "make_cam", "train_irn", "irn_infer", "train_deeplab", "deeplab_infer", "train_maskrcnn",
+    "maskrcnn_infer",
+)
+"""Stages that run a network, whose outputs depend on ``compute.precision``."""
+
+
 def stage_config(config: RunConfig, stage: str) -> dict[str, Any]:
-    """The JSON-ready subset of ``config`` that ``stage`` depends on."""
+    """The JSON-ready subset of ``config`` that ``stage`` depends on.
+
+    A network stage under mixed precision (``compute.precision`` other than float32) also depends on
+    ``compute.precision``; under float32 the key is left out, so that the hashes of float32 runs are
+    those they had before the option existed (and their outputs are not redone)."""
     data = tracked_config(config)
-    return {section: _lookup(data, section) for section in STAGE_SECTIONS[stage]}
+    subset = {section: _lookup(data, section) for section in STAGE_SECTIONS[stage]}
+    if stage in NETWORK_STAGES and config.compute.precision != "float32":
+        subset["compute.precision"] = config.compute.precision
+    return subset
 
 
 def config_hash(data: Mapping[str, Any] | RunConfig) -> str:

@@ -92,6 +92,10 @@ class CAMTrainSettings:
     log_every: int = 20
     max_steps: int | None = None
     """Stop after this many steps (tests); None: the full schedule."""
+    precision: str = "float32"
+    """``compute.precision``: the forward pass under autocast (see :func:`~irn_core.engine.training.train_loop`)."""
+    channels_last: bool = False
+    """``compute.channels_last``: model and images in channels-last memory format."""
 
 
 def build_cam_network(settings: CAMTrainSettings, num_classes: int) -> CAMNet:
@@ -115,7 +119,8 @@ def train_cam(
     )
 
     def loss_step(network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"total": F.multilabel_soft_margin_loss(network(batch["image"]), batch["label"])}
+        logits = network(batch["image"]).float()  # float32 loss under autocast
+        return {"total": F.multilabel_soft_margin_loss(logits, batch["label"])}
 
     backbone_parameters, classifier_parameters = model.parameter_groups()
     groups = [(backbone_parameters, 1.0), (classifier_parameters, settings.head_lr_multiplier)]

@@ -269,6 +269,10 @@ class DeepLabTrainSettings:
     log_every: int = 20
     max_steps: int | None = None
     """Stop after this many steps (tests); None: the full schedule."""
+    precision: str = "float32"
+    """``compute.precision``: the forward pass under autocast (see :func:`~irn_core.engine.training.train_loop`)."""
+    channels_last: bool = False
+    """``compute.channels_last``: model and images in channels-last memory format."""
 
 
 def stepped_poly_schedule(max_step: int, power: float = 0.9, every: int = 10) -> Schedule:
@@ -333,7 +337,8 @@ def train_deeplab(
     )
 
     def loss_step(network: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        terms = cross_entropy_terms(network(batch["image"]), batch["label"], context)
+        logits = [logit.float() for logit in network(batch["image"])]  # float32 losses under autocast
+        terms = cross_entropy_terms(logits, batch["label"], context)
         losses = dict(zip(names, terms, strict=True))
         losses["total"] = torch.stack(terms).sum()
         return losses

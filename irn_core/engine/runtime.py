@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
+
+from irn_core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+Precision = Literal["float32", "bfloat16", "float16"]
+"""``compute.precision``: the arithmetic of the networks' forward passes."""
+
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(requested: str = "auto", *, local_rank: int | None = None) -> torch.device:
@@ -48,3 +58,66 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator for one sample's augmentation: a function of (seed, epoch, index) only,
     so results do not depend on worker count, process count or iteration order."""
     return np.random.default_rng([seed, epoch, index])
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``: None for float32 (no autocast).
+
+    float16 needs CUDA: CPU autocast computes in bfloat16 only, and silently changing the requested
+    precision would make a run's figures depend on the machine, so float16 on CPU is a
+    :class:`~irn_core.errors.ConfigError` (``compute.precision: bfloat16`` is the CPU choice).
+    """
+    if precision == "float32":
+        return None
+    if precision not in AUTOCAST_DTYPES:
+        raise ConfigError(f"compute.precision {precision!r} is not one of float32, bfloat16, float16")
+    if precision == "float16" and device.type != "cuda":
+        raise ConfigError(
+            f"compute.precision 'float16' needs a CUDA device, but this job runs on {device}; "
+            "use compute.precision 'bfloat16' on CPU"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"compute.precision {precision!r}: autocast is supported on cpu and cuda, not {device.type}")
+    return AUTOCAST_DTYPES[precision]
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The mixed-precision context of ``compute.precision`` on ``device``.
+
+    ``float32``: a ``nullcontext`` (today's arithmetic, bit for bit); ``bfloat16`` (CPU or CUDA) and
+    ``float16`` (CUDA only, see :func:`autocast_dtype`): ``torch.autocast`` in that dtype, so that
+    matrix products and convolutions run in half precision while reductions and losses that autocast
+    lists stay float32. Outputs of a network under it may be half precision: cast them with
+    ``.float()`` before a loss or before storing them.
+    """
+    dtype = autocast_dtype(precision, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def gradient_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """The loss scaler of a training run: enabled only for float16 on CUDA (float16 gradients
+    underflow without it; bfloat16 has float32's exponent range and needs none). A disabled scaler's
+    ``scale(loss)`` is ``loss`` and its ``step(optimizer)`` is ``optimizer.step()``, so float32 and
+    bfloat16 training are unchanged by it."""
+    autocast_dtype(precision, device)  # validates precision against the device
+    enabled = precision == "float16" and device.type == "cuda"
+    return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+def to_memory_format(module: nn.Module, channels_last: bool) -> nn.Module:
+    """``module`` in channels-last memory format when ``channels_last`` (``compute.channels_last``),
+    else unchanged; in place, returns it."""
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    return module
+
+
+def tensor_to_device(tensor: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+    """``tensor`` on ``device`` (a non-blocking copy: asynchronous from pinned memory on CUDA); a
+    4-D batch of images ``(N, C, H, W)`` in channels-last memory format when ``channels_last``."""
+    tensor = tensor.to(device, non_blocking=True)
+    if channels_last and tensor.dim() == 4:
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from irn_core.data.registry import SegmentationDataset
 from irn_core.engine.distributed import DistributedContext, all_reduce_sum
 from irn_core.engine.optim import GroupSpec, Schedule, ScheduledSGD, poly_schedule
-from irn_core.engine.runtime import sample_rng
+from irn_core.engine.runtime import autocast, gradient_scaler, sample_rng, tensor_to_device, to_memory_format
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,14 @@ def make_loader(
     num_workers: int,
     seed: int,
     context: DistributedContext,
+    device: torch.device | None = None,
     shuffle: bool = True,
     drop_last: bool = True,
 ) -> tuple[DataLoader, DistributedSampler]:
     """A loader over this process's share of a global batch of ``batch_size``.
+
+    ``num_workers`` worker processes (kept alive across epochs) prepare the batches; on a CUDA
+    ``device`` they are put in pinned memory, so that the copies to the GPU can be asynchronous.
 
     The same shuffled order is drawn whatever the number of processes (a ``DistributedSampler``
     seeded with ``seed`` even for one process); process r takes every world_size-th sample, so the
@@ -54,10 +58,22 @@ def make_loader(
         sampler=sampler,
         num_workers=num_workers,
         drop_last=drop_last,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=device is not None and device.type == "cuda",
         persistent_workers=num_workers > 0,
     )
     return loader, sampler
+
+
+def batch_to_device(
+    batch: dict[str, torch.Tensor], device: torch.device, *, channels_last: bool = False
+) -> dict[str, torch.Tensor]:
+    """A collated batch on ``device`` (non-blocking copies); its 4-D float ``image`` (N, C, H, W) in
+    channels-last memory format when ``channels_last``."""
+    return {
+        key: tensor_to_device(value, device, channels_last=channels_last and key == "image"
+                              and value.is_floating_point())
+        for key, value in batch.items()
+    }
 
 
 def wrap_data_parallel(model: nn.Module, device: torch.device, context: DistributedContext) -> nn.Module:
@@ -83,6 +99,8 @@ class LoopSettings(Protocol):
     max_steps: int | None
     steps: int | None
     min_steps: int
+    precision: str
+    channels_last: bool
 
 
 class EpochDataset(Protocol):
@@ -124,6 +142,9 @@ class TrainingRecord:
     epochs: int = 0
     images_per_second: float = 0.0
     seconds: float = 0.0
+    step_ends: list[float] = field(default_factory=list)
+    """Seconds from the loop's start to the end of each step (after the losses reached the host, so
+    on CUDA the step's kernels have finished): lets a benchmark leave warm-up steps out."""
 
 
 LossStep = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -183,9 +204,17 @@ def train_loop(
     poly learning rate (``schedule``: total steps -> :data:`~irn_core.engine.optim.Schedule` for
     another one), shuffled, ``drop_last``. Shows a progress bar on a terminal (epoch, step, losses,
     images/s, ETA) and logs a line every ``log_every`` steps. Trains ``model`` in place (wrapped in
-    DDP under torchrun)."""
+    DDP under torchrun).
+
+    ``settings.precision`` (``compute.precision``): the forward pass and ``loss_step`` run under
+    :func:`~irn_core.engine.runtime.autocast` (``loss_step`` computes its losses in float32 from
+    the network's outputs cast with ``.float()``), the backward pass through the gradient scaler
+    (active for float16 on CUDA only); float32 runs exactly the plain loop. ``settings.channels_last``:
+    the model and the batch's ``image`` are put in channels-last memory format.
+    """
     loader, sampler = make_loader(
-        training_set, settings.batch_size, num_workers=settings.num_workers, seed=settings.seed, context=context
+        training_set, settings.batch_size, num_workers=settings.num_workers, seed=settings.seed, context=context,
+        device=device,
     )
     max_step = schedule_length(
         len(training_set), settings.batch_size, epochs=settings.epochs, steps=settings.steps,
@@ -193,6 +222,7 @@ def train_loop(
     )
     max_step_run = max_step if settings.max_steps is None else min(max_step, settings.max_steps)
     make_schedule = schedule or (lambda total: poly_schedule(total, settings.poly_power))
+    to_memory_format(model, settings.channels_last)  # before the optimizer sees its parameters
     optimizer = ScheduledSGD(
         parameter_groups,
         learning_rate=settings.learning_rate,
@@ -200,6 +230,7 @@ def train_loop(
         momentum=settings.momentum,
         schedule=make_schedule(max_step),
     )
+    scaler = gradient_scaler(settings.precision, device)
     network = wrap_data_parallel(model, device, context)
     record = TrainingRecord()
     window: dict[str, list[float]] = {}
@@ -214,11 +245,13 @@ def train_loop(
         for batch in loader:
             if record.steps >= max_step_run:
                 break
-            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            losses = loss_step(network, batch)
+            batch = batch_to_device(batch, device, channels_last=settings.channels_last)
+            with autocast(settings.precision, device):
+                losses = loss_step(network, batch)
             optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
+            scaler.scale(losses["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
             record.steps += 1
             values = _global_loss_values(losses, context)
             record.losses.append(values["total"])
@@ -228,6 +261,7 @@ def train_loop(
                 window.setdefault(key, []).append(value)
             images += len(batch[next(iter(batch))]) * context.world_size
             elapsed = time.perf_counter() - started
+            record.step_ends.append(elapsed)
             bar.update(1)
             bar.set_postfix(
                 {"epoch": epoch, "loss": f"{values['total']:.4f}", "images/s": f"{images / max(elapsed, 1e-9):.1f}"},

@@ -125,6 +125,10 @@ class IRNetTrainSettings:
     max_steps: int | None = None
     displacement_bg_weight: float = 1.0
     """Weight w of the background displacement term in the total (reference 1; ``fixed`` preset 0.1)."""
+    precision: str = "float32"
+    """``compute.precision``: the forward pass under autocast (see :func:`~irn_core.engine.training.train_loop`)."""
+    channels_last: bool = False
+    """``compute.channels_last``: model and images in channels-last memory format."""
 
 
 def _loss_step(radius: float, context: DistributedContext, bg_weight: float = 1.0):  # noqa: ANN202
@@ -134,7 +138,7 @@ def _loss_step(radius: float, context: DistributedContext, bg_weight: float = 1.
     index = path_index(radius)
 
     def loss_step(network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        boundary_logits, displacement = network(batch["image"])
+        boundary_logits, displacement = (output.float() for output in network(batch["image"]))  # float32 losses
         reducer = (lambda counts: all_reduce_sum(counts, context)) if context.enabled else None
         losses = affinity_displacement_loss(
             boundary_logits, displacement, batch["label"], index, count_reducer=reducer, constant_reference=True
@@ -193,7 +197,10 @@ def measure_displacement_mean(
     """
     images = TopLeftImageDataset(dataset, image_ids, crop_size=crop_size)
     drop_last = len(images) >= batch_size
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False, drop_last=drop_last, num_workers=num_workers)
+    loader = DataLoader(
+        images, batch_size=batch_size, shuffle=False, drop_last=drop_last, num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
     model.eval()
     saved = model.mean_shift.running_mean.clone()
     model.mean_shift.running_mean.zero_()
@@ -203,7 +210,8 @@ def measure_displacement_mean(
             for index, batch in enumerate(loader):
                 if max_batches is not None and index >= max_batches:
                     break
-                _, displacement = model(batch.to(device))
+                _, displacement = model(batch.to(device, non_blocking=True))
+                displacement = displacement.float()  # under the caller's autocast: the mean in float32
                 batch_means.append(displacement.mean(dim=(0, 2, 3)))
                 if on_batch is not None:
                     on_batch(displacement)

@@ -270,7 +270,7 @@ def mask_rcnn_loss_step(model: MaskRCNN) -> LossStep:
             losses = network(images, targets)
         finally:
             set_sampling_keys(model, None)
-        named = {name.removeprefix("loss_"): value for name, value in losses.items()}
+        named = {name.removeprefix("loss_"): value.float() for name, value in losses.items()}
         total = sum(named.values())
         if not torch.isfinite(total.detach()):
             values = ", ".join(f"{name} {float(value.detach()):.4g}" for name, value in named.items())
@@ -309,6 +309,11 @@ class MaskRCNNTrainSettings:
     log_every: int = 20
     max_steps: int | None = None
     """Stop after this many steps (tests); None: the full schedule."""
+    precision: str = "float32"
+    """``compute.precision``: the forward pass under autocast (see :func:`~irn_core.engine.training.train_loop`)."""
+    channels_last: bool = False
+    """Channels-last memory format: left False for Mask R-CNN (torchvision batches the images into a
+    new contiguous tensor, so only the weights would change format)."""
 
 
 def train_mask_rcnn(

@@ -20,6 +20,7 @@ from irn_core.diagnostics import (
     training_warnings,
 )
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from irn_core.engine.runtime import autocast, to_memory_format
 from irn_core.errors import DatasetError
 from irn_core.interop import read_reference_cam
 from irn_core.models.cam import CAMNet
@@ -63,6 +64,8 @@ def cam_train_settings(config: RunConfig) -> CAMTrainSettings:
         poly_power=optimizer.poly_power,
         num_workers=cam.train.num_workers,
         seed=config.seed,
+        precision=config.compute.precision,
+        channels_last=config.compute.channels_last,
     )
 
 
@@ -109,7 +112,7 @@ def load_cam_network(config: RunConfig, checkpoint: Path, device: torch.device) 
         CAMTrainSettings(**{**asdict(settings), "weights": "none"}), len(payload["config"]["class_names"])
     )
     model.load_state_dict(payload["model"])
-    return model.to(device).eval()
+    return to_memory_format(model.to(device), config.compute.channels_last).eval()
 
 
 def cam_base_scale(config: RunConfig, height: int, width: int) -> float:
@@ -142,9 +145,11 @@ def run_make_cam(config: RunConfig, shard_index: int, checkpoint: Path, output: 
                 skip_or_raise(config, image_id, error, writer.skipped_ids)
                 continue
             base_scale = cam_base_scale(config, image.shape[0], image.shape[1])
-            cam_s4, high_res = multiscale_cams(
-                model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip, base_scale=base_scale
-            )
+            with autocast(config.compute.precision, device):
+                cam_s4, high_res = multiscale_cams(
+                    model, image, scales=config.cam.infer.scales, flip=config.cam.infer.flip, base_scale=base_scale
+                )
+            cam_s4, high_res = cam_s4.float(), high_res.float()  # float32 whatever compute.precision
             cam_s4, high_res = select_classes(cam_s4, high_res, torch.as_tensor(class_ids, dtype=torch.int64))
             writer.add(
                 image_id,

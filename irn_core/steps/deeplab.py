@@ -23,6 +23,7 @@ from irn_core.config import RunConfig
 from irn_core.deeplab.infer import DeepLabCRFSettings, predict_labels
 from irn_core.deeplab.train import DeepLabTrainSettings, build_deeplab, train_deeplab
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from irn_core.engine.runtime import autocast, to_memory_format
 from irn_core.errors import ConfigError, DatasetError, StoreError
 from irn_core.models.deeplab import DeepLabV2
 from irn_core.progress import track
@@ -76,6 +77,8 @@ def deeplab_train_settings(config: RunConfig) -> DeepLabTrainSettings:
         aspp_bias_weight_decay=optimizer.aspp_bias_weight_decay,
         num_workers=train.num_workers,
         seed=config.seed,
+        precision=config.compute.precision,
+        channels_last=config.compute.channels_last,
     )
 
 
@@ -160,7 +163,7 @@ def load_deeplab(config: RunConfig, checkpoint: Path, device: torch.device) -> t
     settings = deeplab_train_settings(config)
     model = build_deeplab(settings, len(payload["config"]["class_names"]) + 1, pretrained=False)
     model.load_state_dict(payload["model"])
-    return model.to(device).eval(), payload["config"]
+    return to_memory_format(model.to(device), config.compute.channels_last).eval(), payload["config"]
 
 
 def crf_settings(config: RunConfig) -> DeepLabCRFSettings | None:
@@ -197,7 +200,8 @@ def run_deeplab_infer(config: RunConfig, shard_index: int, checkpoint: Path, out
             except DatasetError as error:
                 skip_or_raise(config, image_id, error, writer.skipped_ids)
                 continue
-            labels = predict_labels(model, image, scales=infer.scales, flip=infer.flip, crf=crf, image_id=image_id)
+            with autocast(config.compute.precision, device):  # probabilities cast to float32 before the CRF
+                labels = predict_labels(model, image, scales=infer.scales, flip=infer.flip, crf=crf, image_id=image_id)
             writer.add(
                 image_id, {"semantic_s1": labels},
                 {"height": image.shape[0], "width": image.shape[1], "labels": trained["labels"]},

@@ -24,6 +24,7 @@ from irn_core.diagnostics import (
 )
 from irn_core.data.registry import SegmentationDataset
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from irn_core.engine.runtime import autocast, to_memory_format
 from irn_core.engine.training import TrainingRecord
 from irn_core.errors import DatasetError, IrnError
 from irn_core.ir_labels import confident_region_labels
@@ -121,6 +122,8 @@ def irnet_train_settings(config: RunConfig) -> IRNetTrainSettings:
         seed=config.seed,
         displacement_mean_batches=train.displacement_mean_batches,
         displacement_bg_weight=config.displacement_bg_weight(),
+        precision=config.compute.precision,
+        channels_last=config.compute.channels_last,
     )
 
 
@@ -186,16 +189,18 @@ def run_train_irnet(
                 if len(fields) < DISPLACEMENT_STATISTICS_BATCHES:
                     fields.append(displacement.float().cpu().numpy())
 
-            mean = measure_displacement_mean(
-                model,
-                dataset,
-                mean_ids,
-                crop_size=settings.crop_size,
-                batch_size=settings.batch_size,
-                device=device,
-                max_batches=settings.displacement_mean_batches,
-                on_batch=collect,
-            )
+            with autocast(config.compute.precision, device):
+                mean = measure_displacement_mean(
+                    model,
+                    dataset,
+                    mean_ids,
+                    crop_size=settings.crop_size,
+                    batch_size=settings.batch_size,
+                    device=device,
+                    max_batches=settings.displacement_mean_batches,
+                    num_workers=settings.num_workers,
+                    on_batch=collect,
+                )
             model.mean_shift.running_mean.copy_(mean)
             logger.info("displacement mean (y, x) = (%.4f, %.4f)", float(mean[0]), float(mean[1]))
             diagnostics = _training_diagnostics(output, record, np.concatenate(fields))
@@ -240,7 +245,7 @@ def load_irnet(config: RunConfig, checkpoint: Path, device: torch.device) -> IRN
     payload = load_checkpoint(checkpoint, kind="irnet")
     model = build_irnet(config, cam_checkpoint=None, pretrained=False)
     model.load_state_dict(payload["model"])
-    return model.to(device).eval()
+    return to_memory_format(model.to(device), config.compute.channels_last).eval()
 
 
 def run_irnet_infer(config: RunConfig, shard_index: int, checkpoint: Path, output: Path) -> None:
@@ -266,7 +271,9 @@ def run_irnet_infer(config: RunConfig, shard_index: int, checkpoint: Path, outpu
             except DatasetError as error:
                 skip_or_raise(config, image_id, error, writer.skipped_ids)
                 continue
-            boundary, displacement = boundary_and_displacement(model, image, pad_to=config.irnet.infer.pad_to)
+            with autocast(config.compute.precision, device):
+                boundary, displacement = boundary_and_displacement(model, image, pad_to=config.irnet.infer.pad_to)
+            boundary, displacement = boundary.float(), displacement.float()  # float32 whatever compute.precision
             affinity = boundary_to_affinity(boundary[None], index)[0]
             writer.add(
                 image_id,

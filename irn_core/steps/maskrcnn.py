@@ -13,6 +13,7 @@ from torchvision.models.detection import MaskRCNN
 
 from irn_core.config import RunConfig
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from irn_core.engine.runtime import autocast
 from irn_core.errors import ConfigError, DatasetError
 from irn_core.maskrcnn.infer import predict_instances
 from irn_core.maskrcnn.train import (
@@ -64,6 +65,7 @@ def maskrcnn_train_settings(config: RunConfig) -> MaskRCNNTrainSettings:
         num_workers=train.num_workers,
         seed=config.seed,
         log_every=train.log_every,
+        precision=config.compute.precision,
     )
 
 
@@ -193,7 +195,8 @@ def run_maskrcnn_infer(config: RunConfig, shard_index: int, checkpoint: Path, ou
             except DatasetError as error:
                 skip_or_raise(config, image_id, error, writer.skipped_ids)
                 continue
-            found = predict_instances(model, image, mask_threshold=threshold)
+            with autocast(config.compute.precision, device):  # scores come back float32, masks boolean
+                found = predict_instances(model, image, mask_threshold=threshold)
             writer.add(
                 image_id,
                 {

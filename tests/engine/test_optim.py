@@ -134,6 +134,8 @@ def test_train_loop_cycles_a_small_dataset_to_reach_min_steps() -> None:
         max_steps: int | None = None
         steps: int | None = None
         min_steps: int = 5
+        precision: str = "float32"
+        channels_last: bool = False
 
     layer = nn.Linear(2, 1)
     samples = Samples()

@@ -168,6 +168,7 @@ def test_dense_oracle_needs_an_integer_radius() -> None:
         propagate_dense(np.zeros((1, 5, 6)), np.zeros((5, 6)), radius=4.5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
     generator = np.random.default_rng(11)
