@@ -521,11 +521,15 @@ def command_data_fetch(arguments: argparse.Namespace) -> None:
 
 
 def command_data_check(arguments: argparse.Namespace) -> int:
-    from irn_core.data.check import check_dataset, format_report
+    from irn_core.data.check import check_dataset, disk_needed, format_disk, format_report
 
     config = _people_config(arguments)
     report = check_dataset(config, progress=not arguments.no_progress)
-    sys.stdout.write(report.to_json() + "\n" if arguments.json else format_report(report))
+    disk = disk_needed(config, report) if report.ok else {}
+    if arguments.json:
+        sys.stdout.write(json.dumps({**json.loads(report.to_json()), "disk_bytes": disk}, indent=1) + "\n")
+    else:
+        sys.stdout.write(format_report(report) + format_disk(disk))
     return 0 if report.ok else 2
 
 

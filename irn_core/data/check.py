@@ -323,6 +323,37 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
 
 
+def disk_needed(config: RunConfig, report: DatasetCheck) -> dict[str, int]:
+    """Uncompressed bytes of each HDF5 product a run of ``config`` on this dataset writes
+    (:func:`irn_core.estimate.product_disk_bytes`), from the check's own figures: images per product from
+    the shard plan a fresh run would cut, the median image size of the largest checked split, and classes
+    per image from the checked images' labels; instances are taken as one per class present (the check
+    reads no masks), a lower bound where objects of a class come several to an image."""
+    from irn_core.estimate import estimate_plan, product_disk_bytes, product_images
+
+    measured = [split for split in report.splits if split.sizes is not None and split.checked]
+    if not measured:
+        return {}
+    largest = max(measured, key=lambda split: split.checked)
+    assert largest.sizes is not None
+    mean_classes = sum(largest.class_counts.values()) / largest.checked
+    plan, _ = estimate_plan(config)
+    return product_disk_bytes(config, product_images(plan, config),
+                              (largest.sizes.height_median, largest.sizes.width_median), mean_classes, mean_classes)
+
+
+def format_disk(disk: dict[str, int]) -> str:
+    """The disk table of ``irn data check``."""
+    from irn_core.estimate import size_text
+
+    if not disk:
+        return ""
+    rows = [{"product": product, "uncompressed": size_text(size)} for product, size in disk.items()]
+    rows.append({"product": "total", "uncompressed": size_text(sum(disk.values()))})
+    return ("\nDisk of the run's products (uncompressed arrays; the store gzip-compresses them, `irn estimate "
+            "--from-run` measures the ratio; instances: one per class present):\n\n" + _markdown(rows))
+
+
 def format_problems(problems: list[Problem], *, limit: int = 50) -> str:
     rows = [{"split": problem.split or "", "image id": problem.image_id or "", "file": problem.path or "",
              "problem": problem.problem} for problem in problems[:limit]]

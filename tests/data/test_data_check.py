@@ -236,3 +236,26 @@ def test_a_voc_folder_without_class_maps_reads_its_labels_and_passes_without_gro
     assert len(voc.class_labels(image_id)) > 0  # from Annotations/<id>.xml
     with pytest.raises(DatasetError, match=rf"image id {image_id}: no class map found"):
         voc.semantic_mask(image_id)
+
+
+def test_the_check_states_the_disk_of_the_run_products_from_its_own_figures(
+    voc: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The disk table is the estimate's model fed with the checked split's median size and labels."""
+    from irn_core.estimate import estimate_plan, product_disk_bytes, product_images
+
+    _, config = voc
+    code = main(["data", "check", "--config", str(DEMO), "--config", str(config), "--no-progress", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0
+    run = load_config([DEMO, config])
+    report = check_dataset(run, progress=False)
+    largest = max((split for split in report.splits if split.sizes is not None), key=lambda split: split.checked)
+    classes = sum(largest.class_counts.values()) / largest.checked
+    plan, _ = estimate_plan(run)
+    assert largest.split == "train_aug" and classes >= 1
+    expected = product_disk_bytes(run, product_images(plan, run), (largest.sizes.height_median,
+                                                                    largest.sizes.width_median), classes, classes)
+    assert printed["disk_bytes"] == expected and expected["cam"] > expected["semantic"] > 0
+    code, text = _check(config, capsys)
+    assert code == 0 and "Disk of the run's products" in text and "| total" in text
