@@ -176,21 +176,25 @@ def main() -> None:
             print(f"{count}/{len(infer_ids)} images, {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if irnet_model is None:
         print(f"no {irnet_file}: CAM comparisons only", file=sys.stderr)
-    _print_report(options, config, irnet_model is not None, compared, stored_equal, largest, agree, differing, cam_confusion,
-                  semantic_confusion, accumulators, seconds)
+    checked = stored_equal if stored_cams is not None and stored_irnet is not None else None
+    _print_report(options, config, irnet_model is not None, compared, checked, largest, agree, differing,
+                  cam_confusion, semantic_confusion, accumulators, seconds)
 
 
-def _print_report(options: argparse.Namespace, config: RunConfig, with_irnet: bool, compared: int, stored_equal: dict[str, int],
-                  largest: dict[str, float], agree: dict[str, list[int]], differing: dict[str, int],
+def _print_report(options: argparse.Namespace, config: RunConfig, with_irnet: bool, compared: int,
+                  stored_equal: dict[str, int] | None, largest: dict[str, float], agree: dict[str, list[int]],
+                  differing: dict[str, int],
                   cam_confusion: dict[str, np.ndarray], semantic_confusion: dict[str, np.ndarray],
                   accumulators: dict[str, evaluation.InstanceAPAccumulator],
                   seconds: dict[tuple[str, str], float]) -> None:
     print(f"run {options.run}: {compared} inference images with a class, {options.threads} threads, CPU "
-          f"{torch.backends.cpu.get_cpu_capability()}; the float32 recomputation equals the stored products for "
-          f"{stored_equal['cam']} (CAMs) and {stored_equal['irnet']} (IRNet boundary) of them; CAMs stored as "
-          f"{'float16' if config.cam_float16 else 'float32'}")
-    print(f"largest difference bfloat16 - float32: cam_s1 {largest['cam_s1']:.4f} (maps in [0, 1)), "
-          f"boundary_s4 {largest['boundary_s4']:.4f}, displacement_s4 {largest['displacement_s4']:.4f}")
+          f"{torch.backends.cpu.get_cpu_capability()}; CAMs stored as {'float16' if config.cam_float16 else 'float32'}")
+    if stored_equal is not None:
+        print(f"the float32 recomputation equals the stored products for {stored_equal['cam']} (CAMs) and "
+              f"{stored_equal['irnet']} (IRNet boundary) of them")
+    print(f"largest difference bfloat16 - float32: cam_s1 {largest['cam_s1']:.4f} (maps in [0, 1))"
+          + (f", boundary_s4 {largest['boundary_s4']:.4f}, displacement_s4 {largest['displacement_s4']:.4f}"
+             if with_irnet else ""))
     print("\n| computed from | pixel agreement bfloat16 vs float32 | images that differ |")
     print("|---|---|---|")
     for name, label in (("cam_labels", "CAM labels (eval threshold)"), ("ir_labels", "confident-region labels"),
