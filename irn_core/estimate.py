@@ -35,7 +35,7 @@ from typing import Any
 from irn_core.config import RunConfig, load_config
 from irn_core.errors import ConfigError, DatasetError, InputError
 from irn_core.relations.path_index import path_index
-from irn_core.steps.common import ShardPlan, extend_plan, role_ids
+from irn_core.steps.common import ShardPlan, extend_plan, role_ids, role_splits
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +122,7 @@ def estimate_role_ids(config: RunConfig) -> tuple[dict[str, list[str]], str]:
             raise ConfigError(
                 f"cannot count the images of dataset kind {config.dataset.kind!r} without its data: {error}"
             ) from None
-    dataset = config.dataset
-    splits = {"train": dataset.train_split, "infer": dataset.infer_split, "downstream": dataset.downstream_split,
-              "val": dataset.val_split if dataset.downstream_split is not None else None}
-    ids = {role: voc_placeholder_ids(split) if split else [] for role, split in splits.items()}
+    ids = {role: voc_placeholder_ids(split) if split else [] for role, split in role_splits(config).items()}
     return ids, "VOC 2012's known split sizes (data absent)"
 
 
