@@ -371,3 +371,18 @@ def test_main_pets_with_yolo_and_val_fraction(tmp_path: Path, capsys: pytest.Cap
     assert (output / "instances_train.json").is_file() and (output / "instances_val.json").is_file()
     with pytest.raises(SystemExit):
         build_set.main(["--pets-source", str(source.root), "--out", str(output), "--val-fraction", "1.5"])
+
+
+def test_order_hash_picks_a_subset_across_sources_grouped_by_name(tmp_path: Path) -> None:
+    cats = {f"Bengal_{index}": 1 for index in range(1, 9)}
+    dogs = {f"beagle_{index}": 2 for index in range(1, 9)}
+    source = _pets_layout(tmp_path / "pets", {**cats, **dogs})
+    by_name = build_set.build([source], tmp_path / "by_name", long_side=0, max_images=8)
+    assert by_name["cat"] == 8 and by_name["dog"] == 0  # upper-case cat breeds sort first
+    by_hash = build_set.build([source], tmp_path / "by_hash", long_side=0, max_images=8, order="hash")
+    expected = sorted([*cats, *dogs], key=lambda name: build_set.id_hash_fraction(name, build_set.ORDER_SALT))[:8]
+    written = sorted(Path(image["file_name"]).stem for image in _read_output(tmp_path / "by_hash")["images"])
+    assert written == sorted(expected)
+    assert by_hash["cat"] == sum(name in cats for name in expected) and 0 < by_hash["cat"] < 8
+    with pytest.raises(ValueError, match="order"):
+        build_set.build([source], tmp_path / "bad", order="random")
