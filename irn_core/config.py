@@ -107,6 +107,16 @@ class DatasetConfig(_Section):
             raise ValueError("dataset.coco_splits is for kind 'coco', instead of 'annotation_file'")
         return self
 
+    def source_paths(self) -> list[Path]:
+        """The folders and files the dataset is read from: ``root`` (with ``sbd_root`` and ``annotation_file``
+        where set), or, with ``coco_splits``, each split's image folder and annotation file (``root`` is then
+        unused). Rules that read the dataset as a whole (the report, the export) take these as inputs."""
+        if self.coco_splits is not None:
+            paths = [path for split in self.coco_splits.values() for path in (split.image_dir, split.annotation_file)]
+        else:
+            paths = [path for path in (self.root, self.sbd_root, self.annotation_file) if path is not None]
+        return list(dict.fromkeys(paths))
+
 
 class BackboneConfig(_Section):
     name: Literal["resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0", "efficientnet_lite2"] = Field(

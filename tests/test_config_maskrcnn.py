@@ -52,6 +52,9 @@ def test_coco_splits_replace_the_annotation_file() -> None:
         "train": {"annotation_file": "a/train.json", "image_dir": "a/train"},
         "val": {"annotation_file": "a/val.json", "image_dir": "a/val"}}, "train_split": "train"}})
     assert sorted(config.dataset.coco_splits) == ["train", "val"]
+    assert config.dataset.source_paths() == [Path(path) for path in ("a/train", "a/train.json", "a/val", "a/val.json")]
+    voc = load_config([], {"dataset": {"kind": "voc12", "root": "v", "sbd_root": "s"}})
+    assert voc.dataset.source_paths() == [Path("v"), Path("s")]
 
 
 def test_stage_hashes_follow_their_sections() -> None:

@@ -38,8 +38,7 @@ def _config(ground_truth: bool, **extra: object) -> dict:
         "name": "photos",
         "shard_size": 9,
         "dataset": {
-            "kind": "coco",
-            "root": "data/coco",
+            "kind": "coco",  # no root: the splits name their folders (the report and export read those)
             "coco_splits": {split: {"annotation_file": f"data/coco/annotations/instances_{split}.json",
                                     "image_dir": f"data/coco/{split}"} for split in SPLITS},
             "train_split": "train",

@@ -58,7 +58,7 @@ rule export_png:
 
 rule export_coco_dataset:
     input:
-        data=DATA_ROOT,
+        data=DATA_SOURCES,
     output:
         directory(W.path("export", "coco_dataset")),
     log:

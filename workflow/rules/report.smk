@@ -19,7 +19,7 @@ def _evaluation_outputs(wildcards):
 
 rule report:
     input:
-        data=DATA_ROOT,
+        data=DATA_SOURCES,
         summary=W.path("evaluation", "summary.md"),
         metrics=_evaluation_outputs,
         shards=[path for product in ("cam", "irnet", "semantic", "instances") for path in W.shard_files(product)],
