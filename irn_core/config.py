@@ -343,6 +343,13 @@ class ComputeConfig(_Section):
         description="convolutional networks (CAM network, IRNet, DeepLab) and their inputs in channels-last memory "
         "format (faster convolutions on recent GPUs, mostly under mixed precision)",
     )
+    ground_truth_twins_with_pseudo: bool = Field(
+        False,
+        description="schedule only: start the downstream models trained on ground truth (the upper bounds) once "
+        "the semantic pseudo labels exist, so that on a machine with few cores each runs beside its pseudo-label "
+        "twin instead of holding a core while the pipeline's own jobs wait for two (make demo); the pseudo labels "
+        "are an order-only input (Snakemake ancient()): they never make the twin re-run",
+    )
 
     @model_validator(mode="after")
     def _float16_needs_cuda(self) -> ComputeConfig:

@@ -86,6 +86,7 @@ def coco_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
         "maskrcnn": MASKRCNN,
         "deeplab": DEEPLAB,
+        "compute": {**TINY_CONFIG["compute"], "ground_truth_twins_with_pseudo": True},
     }
     path = workdir / "coco.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -146,3 +147,25 @@ def test_exported_pseudo_labels_equal_the_stored_instances(coco_run: Path) -> No
         assert len(decoded) == len(stored[image_id])
         for mask, expected in zip(decoded, stored[image_id]):
             np.testing.assert_array_equal(mask.astype(bool), expected)
+
+
+@pytest.mark.slow
+def test_ground_truth_twin_waits_for_the_pseudo_labels_but_never_reruns_for_them(coco_run: Path) -> None:
+    run = coco_run / "results" / "coco"
+    semantic = sorted(run.glob("semantic/shard-*.h5"))
+    # the order-only input: the twin's job lists the pseudo-label shards, so it starts after them
+    forced = snakemake(coco_run, coco_run / "coco.yaml", "--dry-run", "--forcerun", "train_deeplab_ground_truth",
+                       str(run / "models" / "deeplab_ground_truth.pt")).stdout
+    job = forced[forced.index("rule train_deeplab_ground_truth:"):]
+    inputs = job[job.index("input:"):job.index("output:")]
+    assert semantic and all(str(path.relative_to(coco_run)) in inputs for path in semantic), inputs
+    # new pseudo labels (another walk) re-run DeepLab on them, not the one on ground truth
+    changed = yaml.safe_load((coco_run / "coco.yaml").read_text())
+    changed["random_walk"] = {**changed.get("random_walk", {}), "beta": 9}
+    path = coco_run / "coco_beta.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    planned = snakemake(coco_run, path, "--dry-run", "--quiet", "rules",
+                        str(run / "evaluation" / "deeplab_pseudo.json"),
+                        str(run / "evaluation" / "deeplab_ground_truth.json")).stdout
+    assert "pseudo_labels" in planned and "train_deeplab_pseudo" in planned, planned
+    assert "train_deeplab_ground_truth" not in planned and "deeplab_infer_ground_truth" not in planned, planned

@@ -21,6 +21,11 @@ for _labels in DEEPLAB_LABEL_SOURCES:
         input:
             data=W.training_inputs("downstream", ("image",) if _labels == "pseudo" else ("image", "ground_truth")),
             semantic=DEEPLAB_PSEUDO_LABELS if _labels == "pseudo" else [],
+            # order only (compute.ground_truth_twins_with_pseudo): the upper bound waits for the pseudo labels
+            # to run beside its twin; ancient(): their timestamps never make it re-run
+            after=[ancient(path) for path in DEEPLAB_PSEUDO_LABELS]
+            if _labels == "ground_truth" and RUN.compute.ground_truth_twins_with_pseudo
+            else [],
         output:
             W.path("models", f"deeplab_{_labels}.pt"),
         params:
