@@ -152,10 +152,11 @@ def test_exported_pseudo_labels_equal_the_stored_instances(coco_run: Path) -> No
 @pytest.mark.slow
 def test_ground_truth_twin_waits_for_the_pseudo_labels_but_never_reruns_for_them(coco_run: Path) -> None:
     run = coco_run / "results" / "coco"
+    relative = Path("results") / "coco"  # targets as the rules name their outputs
     semantic = sorted(run.glob("semantic/shard-*.h5"))
     # the order-only input: the twin's job lists the pseudo-label shards, so it starts after them
     forced = snakemake(coco_run, coco_run / "coco.yaml", "--dry-run", "--forcerun", "train_deeplab_ground_truth",
-                       str(run / "models" / "deeplab_ground_truth.pt")).stdout
+                       str(relative / "models" / "deeplab_ground_truth.pt")).stdout
     job = forced[forced.index("rule train_deeplab_ground_truth:"):]
     inputs = job[job.index("input:"):job.index("output:")]
     assert semantic and all(str(path.relative_to(coco_run)) in inputs for path in semantic), inputs
@@ -164,8 +165,7 @@ def test_ground_truth_twin_waits_for_the_pseudo_labels_but_never_reruns_for_them
     changed["random_walk"] = {**changed.get("random_walk", {}), "beta": 9}
     path = coco_run / "coco_beta.yaml"
     path.write_text(yaml.safe_dump(changed))
-    planned = snakemake(coco_run, path, "--dry-run", "--quiet", "rules",
-                        str(run / "evaluation" / "deeplab_pseudo.json"),
-                        str(run / "evaluation" / "deeplab_ground_truth.json")).stdout
+    planned = snakemake(coco_run, path, str(relative / "evaluation" / "deeplab_pseudo.json"),
+                        str(relative / "evaluation" / "deeplab_ground_truth.json"), "--dry-run", "--quiet", "rules").stdout
     assert "pseudo_labels" in planned and "train_deeplab_pseudo" in planned, planned
     assert "train_deeplab_ground_truth" not in planned and "deeplab_infer_ground_truth" not in planned, planned
