@@ -394,14 +394,9 @@ def format_report(report: DatasetCheck) -> str:
 
 
 def _dataset_folders(config: RunConfig) -> list[Path]:
+    """The dataset's source paths (with ``coco_splits``, not the unused ``root``) and its class table."""
     section = config.dataset
-    folders = [Path(section.root)]
-    if section.sbd_root is not None:
-        folders.append(Path(section.sbd_root))
-    if section.annotation_file is not None:
-        folders.append(Path(section.annotation_file))
-    for split in (section.coco_splits or {}).values():
-        folders += [Path(split.image_dir), Path(split.annotation_file)]
+    folders = section.source_paths()
     if section.class_names_file is not None:
         folders.append(Path(section.class_names_file))
     return folders
