@@ -386,3 +386,33 @@ def test_order_hash_picks_a_subset_across_sources_grouped_by_name(tmp_path: Path
     assert by_hash["cat"] == sum(name in cats for name in expected) and 0 < by_hash["cat"] < 8
     with pytest.raises(ValueError, match="order"):
         build_set.build([source], tmp_path / "bad", order="random")
+
+
+def test_only_classes_and_max_per_class_balance_a_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cats = {f"Bengal_{index}": 1 for index in range(1, 7)}
+    dogs = {f"beagle_{index}": 2 for index in range(1, 3)}
+    pets = _pets_layout(tmp_path / "pets", {**cats, **dogs})
+    person = [(0.1, 0.1), (0.3, 0.1), (0.3, 0.9), (0.1, 0.9)]
+    yolo = _yolo_source(tmp_path / "yolo", {
+        "000000100001": [_yolo_line(PERSON, person)],
+        "000000100002": [_yolo_line(PERSON, person), _yolo_line(DOG, DOG_POINTS)],
+        "000000100003": [_yolo_line(PERSON, person), _yolo_line(TV, DOG_POINTS)],  # a tv: left out
+    })
+    sources = [pets, yolo]
+    only = build_set.build(sources, tmp_path / "only", long_side=0, only_classes=["cat", "dog", "person"])
+    assert only["images"] == 10 and only["tvmonitor"] == 0 and only["person"] == 2
+    capped = build_set.build(sources, tmp_path / "capped", long_side=0, only_classes=["cat", "dog", "person"],
+                             max_per_class=2)
+    written = [Path(image["file_name"]).stem for image in _read_output(tmp_path / "capped")["images"]]
+    # name order: the two person photos (the second with a dog), two of the six cats, then one dog fills the
+    # dogs: the second dog is left out
+    assert written == ["000000100001", "000000100002", "Bengal_1", "Bengal_2", "beagle_1"]
+    assert capped["cat"] == 2 and capped["dog"] == 2 and capped["person"] == 2
+    with pytest.raises(ValueError, match=r"\['kitten'\] are not VOC classes"):
+        build_set.build(sources, tmp_path / "bad", only_classes=["cat", "kitten"])
+    with pytest.raises(ValueError, match="at least 1"):
+        build_set.build(sources, tmp_path / "bad", max_per_class=0)
+    assert build_set.main(["--pets-source", str(pets.root), "--out", str(tmp_path / "main"), "--long-side", "0",
+                           "--only-classes", "dog", "--max-per-class", "1"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["images"] == 1 and counts["dog"] == 1 and counts["cat"] == 0

@@ -473,10 +473,24 @@ def _is_kept(annotations: Sequence[dict[str, Any]]) -> bool:
     return any(not annotation.get("iscrowd", 0) for annotation in annotations)
 
 
+def image_classes(annotations: Sequence[dict[str, Any]]) -> set[str]:
+    """The VOC classes of an image's annotations (crowd regions included)."""
+    return {annotation["voc_class"] for annotation in annotations}
+
+
 def collect_records(
-    sources: Sequence[Source], *, allow_coco128: bool = False, allow_hidden: bool = False
+    sources: Sequence[Source], *, allow_coco128: bool = False, allow_hidden: bool = False,
+    only_classes: Sequence[str] | None = None,
 ) -> dict[str, SourceImage]:
-    """The kept images of all sources by file name; an image in several sources is taken from the first."""
+    """The kept images of all sources by file name; an image in several sources is taken from the first.
+
+    ``only_classes``: keep only the images whose annotations are all of these VOC classes (a set of a
+    few classes out of sources that hold more).
+    """
+    if only_classes is not None:
+        unknown = sorted(set(only_classes) - set(VOC_CLASSES))
+        if unknown:
+            raise ValueError(f"only_classes: {unknown} are not VOC classes ({', '.join(VOC_CLASSES)})")
     records: dict[str, SourceImage] = {}
     for source in sources:
         seen = kept = 0
@@ -484,6 +498,8 @@ def collect_records(
             seen += 1
             name = record.image["file_name"]
             if name in records or not _is_kept(record.annotations):
+                continue
+            if only_classes is not None and not image_classes(record.annotations) <= set(only_classes):
                 continue
             if not (record.image_dir / name).is_file():
                 raise FileNotFoundError(f"{source[0]}: image {name} is not in {record.image_dir}")
@@ -583,6 +599,7 @@ def build(
     sources: Sequence[Source], output: Path, *, long_side: int = 320,
     max_images: int | None = None, skip_images: int = 0, allow_coco128: bool = False,
     allow_hidden: bool = False, val_fraction: float | None = None, order: str = "name",
+    only_classes: Sequence[str] | None = None, max_per_class: int | None = None,
 ) -> dict[str, int]:
     """Write ``output/images`` and ``output/instances.json``; returns counts (images, instances, per class).
 
@@ -592,13 +609,16 @@ def build(
     ``skip_images`` are left out, then at most ``max_images`` are written (``skip_images=120`` gives the
     held-out set disjoint from the 120-image one). ``allow_coco128`` lifts the coco128 refusal, ``allow_hidden`` that of PetClassification and Penn-Fudan:
     for the reviewer's hidden check only. ``val_fraction``: also write the train/val split files
-    (:func:`write_splits`); the counts then hold ``train_images`` and ``val_images``.
+    (:func:`write_splits`); the counts then hold ``train_images`` and ``val_images``. ``only_classes``:
+    only images all of whose annotations are of these VOC classes; ``max_per_class``: at most this many
+    images holding each class (:func:`cap_per_class`, after ``skip_images``, before ``max_images``).
     """
     if allow_coco128:
         LOGGER.warning("coco128 refusal lifted (--allow-coco128): for the reviewer's hidden check only")
     if allow_hidden:
         LOGGER.warning("hidden-check refusal lifted (--allow-hidden-check): for the reviewer's hidden check only")
-    records = collect_records(sources, allow_coco128=allow_coco128, allow_hidden=allow_hidden)
+    records = collect_records(sources, allow_coco128=allow_coco128, allow_hidden=allow_hidden,
+                              only_classes=only_classes)
     if order not in ("name", "hash"):
         raise ValueError(f"order must be 'name' or 'hash', got {order!r}")
     names = sorted(records)
@@ -606,12 +626,31 @@ def build(
         # salted, so that the subset is independent of the val split (which takes the lowest unsalted hashes)
         names = sorted(names, key=lambda name: id_hash_fraction(Path(name).stem, salt=ORDER_SALT))
     names = names[skip_images:]
+    if max_per_class is not None:
+        names = cap_per_class(names, records, max_per_class)
     if max_images is not None:
         names = names[:max_images]
     counts = write_set(records, names, output, long_side=long_side)
     if val_fraction is not None:
         counts.update(write_splits(output, val_fraction))
     return counts
+
+
+def cap_per_class(names: Sequence[str], records: dict[str, SourceImage], max_per_class: int) -> list[str]:
+    """The images of ``names``, in order, leaving out an image when one of its classes already has
+    ``max_per_class`` images: a set that balances a plentiful class against a scarce one."""
+    if max_per_class < 1:
+        raise ValueError(f"max_per_class must be at least 1, got {max_per_class}")
+    taken: dict[str, int] = {}
+    kept = []
+    for name in names:
+        classes = image_classes(records[name].annotations)
+        if any(taken.get(voc_class, 0) >= max_per_class for voc_class in classes):
+            continue
+        for voc_class in classes:
+            taken[voc_class] = taken.get(voc_class, 0) + 1
+        kept.append(name)
+    return kept
 
 
 class _AppendSource(argparse.Action):
@@ -642,6 +681,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--order", choices=("name", "hash"), default="name",
                         help="the order --skip-images and --max-images count in: file name, or a hash of the "
                              "file stem (mixes the classes of a source whose names group them, like the pets)")
+    parser.add_argument("--only-classes", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+                        metavar="CLASS,CLASS", help="keep only images all of whose objects are of these VOC classes "
+                        "(e.g. cat,dog,person)")
+    parser.add_argument("--max-per-class", type=int,
+                        help="at most this many images holding each class (in --order, before --max-images)")
     parser.add_argument("--allow-coco128", action="store_true",
                         help="do not refuse coco128 images: for the reviewer's hidden check only; our own sets never "
                              "use it")
@@ -659,7 +703,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = build(arguments.sources, arguments.out, long_side=arguments.long_side,
                    max_images=arguments.max_images, skip_images=arguments.skip_images,
                    allow_coco128=arguments.allow_coco128, allow_hidden=arguments.allow_hidden_check,
-                   val_fraction=arguments.val_fraction, order=arguments.order)
+                   val_fraction=arguments.val_fraction, order=arguments.order,
+                   only_classes=arguments.only_classes, max_per_class=arguments.max_per_class)
     sys.stdout.write(json.dumps(counts, indent=1) + "\n")
     return 0
 
