@@ -279,6 +279,13 @@ class RandomWalkConfig(_Section):
         "is walked with the classes and compared with them on one scale, so that a boundary map that leaks does "
         "not flood the image with the classes (docs/real_photos.md)",
     )
+    threshold_rule: Literal["fixed", "otsu"] = Field(
+        "fixed",
+        description="'fixed' (reference): every class of every image meets the thresholds above; 'otsu': each "
+        "class (and instance) of each image gets its own threshold by Otsu's rule on its walked scores, clamped to "
+        "[0.05, 0.60], the thresholds above unused (on photos the best threshold differs by class; "
+        "docs/real_photos.md)",
+    )
 
 
 class InstanceConfig(_Section):

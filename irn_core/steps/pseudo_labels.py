@@ -86,6 +86,7 @@ def run_pseudo_labels(
                     bg_threshold=walk.semantic_bg_threshold,
                     instance_bg_threshold=walk.instance_bg_threshold,
                     background=walk.background,
+                    threshold_rule=walk.threshold_rule,
                     centroid_iterations=instances.centroid_iterations,
                     cluster_threshold=instances.cluster_threshold,
                     min_fragment=instances.min_fragment,
