@@ -21,7 +21,8 @@ from irn_core.data.synthetic import SyntheticConfig, generate
 from irn_core.steps import evaluate
 from irn_core.steps.common import open_run_dataset, shard_plan
 from irn_core.steps.pseudo_labels import run_pseudo_labels
-from irn_core.store import ShardWriter
+from irn_core.pseudo_labels import semantic_label
+from irn_core.store import ShardReader, ShardWriter
 
 SYNTHETIC = {"seed": 11, "num_train": 6, "num_val": 0, "image_size_range": [160, 200], "objects_per_image": [1, 3]}
 
@@ -194,7 +195,12 @@ def _oracle_inputs(dataset, image_id: str) -> tuple[dict, dict]:  # noqa: ANN001
     return {"cam": cam, "irnet": irnet}, {"height": height, "width": width}
 
 
-def test_pseudo_label_step_recovers_ground_truth_from_oracle_inputs(run_config: RunConfig, tmp_path: Path) -> None:
+@pytest.mark.parametrize("threshold_rule", ["fixed", "otsu"])
+def test_pseudo_label_step_recovers_ground_truth_from_oracle_inputs(
+    run_config: RunConfig, tmp_path: Path, threshold_rule: str
+) -> None:
+    walk = run_config.random_walk.model_copy(update={"threshold_rule": threshold_rule})
+    run_config = run_config.model_copy(update={"random_walk": walk})
     dataset = open_run_dataset(run_config)
     oracle = {image_id: _oracle_inputs(dataset, image_id) for ids in _shard_ids(run_config) for image_id in ids}
     cams = _write_shards(run_config, "cam", lambda i: (oracle[i][0]["cam"], oracle[i][1]))
@@ -206,10 +212,23 @@ def test_pseudo_label_step_recovers_ground_truth_from_oracle_inputs(run_config: 
         run_pseudo_labels(run_config, index, cam_path, irnet_path, semantic[-1], instances[-1])
     semantic_metrics = evaluate.run_evaluate_semantic(run_config, semantic, tmp_path / "semantic")
     instance_metrics = evaluate.run_evaluate_instances(run_config, instances, tmp_path / "instances")
-    # measured 0.95 / 0.94 (mAP@0.5); a swapped class channel or a shifted image falls below 0.6
+    # measured mIoU 0.88 (fixed) / 0.77 (otsu), mAP@0.5 1.0 / 1.0; a swapped class channel or a shifted image
+    # falls below 0.6. The oracle's CAMs are equal cores in instances of different sizes, so a class's walked
+    # map has one level per instance and Otsu's cut of the class channel can fall between two of them; each
+    # instance channel has one level and gets its own cut (docs/real_photos.md, "Per-image thresholds")
     print("VALUES", semantic_metrics, instance_metrics)
-    assert semantic_metrics["mIoU"] > 0.85, semantic_metrics
+    assert semantic_metrics["mIoU"] > (0.85 if threshold_rule == "fixed" else 0.7), semantic_metrics
     assert instance_metrics["mAP@0.5"] > 0.8, instance_metrics
+    # the step labels with the configured rule
+    image_id = _shard_ids(run_config)[0][0]
+    inputs, size = oracle[image_id]
+    with ShardReader(semantic[0], product="semantic") as reader:
+        stored = reader.read(image_id, ["semantic_s1"])["semantic_s1"]
+    expected = semantic_label(
+        inputs["cam"]["cam_s4"], inputs["cam"]["class_ids"], inputs["irnet"]["boundary_s4"],
+        (size["height"], size["width"]), background=walk.background, threshold_rule=threshold_rule,
+    )
+    np.testing.assert_array_equal(stored, expected)
 
 
 def test_summary_warns_when_the_walk_lowers_miou(
