@@ -378,7 +378,8 @@ def pseudo_label_rate(
             torch.from_numpy(maps["cams"]).to(device), np.arange(len(maps["cams"])),
             torch.from_numpy(maps["boundary"]).to(device), maps["displacement"], dataset.image_size(image_id),
             beta=walk.beta, exp_times=walk.exp_times, radius=walk.radius, bg_threshold=walk.semantic_bg_threshold,
-            instance_bg_threshold=walk.instance_bg_threshold, background=walk.background, threshold_rule=walk.threshold_rule,
+            instance_bg_threshold=walk.instance_bg_threshold, background=walk.background,
+            threshold_rule=walk.threshold_rule,
             centroid_iterations=instances.centroid_iterations, cluster_threshold=instances.cluster_threshold,
             min_fragment=instances.min_fragment,
         )

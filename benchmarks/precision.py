@@ -149,7 +149,8 @@ def main() -> None:
                     cam_s4, class_ids, boundary, displacement, image.shape[:2],
                     beta=walk.beta, exp_times=walk.exp_times, radius=walk.radius,
                     bg_threshold=walk.semantic_bg_threshold, instance_bg_threshold=walk.instance_bg_threshold,
-                    background=walk.background, threshold_rule=walk.threshold_rule, centroid_iterations=instances.centroid_iterations,
+                    background=walk.background, threshold_rule=walk.threshold_rule,
+                    centroid_iterations=instances.centroid_iterations,
                     cluster_threshold=instances.cluster_threshold, min_fragment=instances.min_fragment,
                     image_id=image_id,
                 )

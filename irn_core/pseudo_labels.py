@@ -167,29 +167,6 @@ def _upsample(maps: torch.Tensor, image_size: tuple[int, int], stride: int) -> t
     return upsampled[:, :image_height, :image_width]
 
 
-def _normalised_scores(
-    walked: torch.Tensor,
-    image_size: tuple[int, int],
-    stride: int,
-    bg_threshold: float,
-    walked_ones: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, float | torch.Tensor] | None:
-    """Upsampled class scores divided by their global max ``(C, H, W)`` and the background score.
-
-    The background is ``bg_threshold`` (reference) or, given the walked map of ones ``(h, w)``,
-    ``bg_threshold ·`` its upsampled walk divided by the same maximum ``(H, W)``. None if the
-    maximum is not > 0.
-    """
-    upsampled = _upsample(walked, image_size, stride)
-    maximum = upsampled.max()
-    if not bool(maximum > 0):
-        return None
-    if walked_ones is None:
-        return upsampled / maximum, bg_threshold
-    background = _upsample(walked_ones.unsqueeze(0), image_size, stride)[0]
-    return upsampled / maximum, background * (bg_threshold / maximum)
-
-
 def _assignment(normalised: torch.Tensor, background: float | torch.Tensor) -> torch.Tensor:
     """Argmax over [background, channels]: ``(H, W)`` int64, 0 background, j+1 channel j.
 
@@ -215,43 +192,28 @@ def otsu_thresholds(
     bins: int = OTSU_BINS,
     limits: tuple[float, float] = OTSU_LIMITS,
 ) -> torch.Tensor:
-    """Otsu's threshold of each channel of ``scores (C, H, W)``, values in [0, 1] (clamped): ``(C,)``.
+    """Otsu's threshold of each channel of ``scores (C, H, W)``, values in [0, 1] (clamped): ``(C,)`` float32
+    on the scores' device.
 
     Only the pixels where ``valid (H, W)`` (default: all) count. The histogram has ``bins`` equal bins on
     [0, 1], each value at its bin's centre; the threshold is the upper edge of the last bin of the lower
     class, for the cut that maximises the between-class variance ``w0 · w1 · (m0 − m1)²`` (the first such
     cut), clamped to ``limits``. A constant channel has no between-class variance and gets the lower limit.
     """
-    edges = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64)
+    edges = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64, device=scores.device)
     centres = (edges[:-1] + edges[1:]) / 2
-    thresholds = []
-    for channel in scores:
-        values = channel.detach().float() if valid is None else channel.detach().float()[valid]
-        counts = torch.histc(values.clamp(0, 1), bins=bins, min=0.0, max=1.0).double().cpu()
-        weight_below = counts.cumsum(0)
-        weight_above = weight_below[-1] - weight_below
-        mass_below = (counts * centres).cumsum(0)
-        mean_below = mass_below / weight_below.clamp_min(1)
-        mean_above = (mass_below[-1] - mass_below) / weight_above.clamp_min(1)
-        between = weight_below * weight_above * (mean_below - mean_above) ** 2
-        thresholds.append(float(edges[int(torch.argmax(between)) + 1]))
+    counts = torch.stack([
+        torch.histc((channel if valid is None else channel[valid]).detach().float().clamp(0, 1), bins, 0.0, 1.0)
+        for channel in scores
+    ]).double()  # (C, bins)
+    weight_below = counts.cumsum(1)
+    weight_above = weight_below[:, -1:] - weight_below
+    mass_below = (counts * centres).cumsum(1)
+    mean_below = mass_below / weight_below.clamp_min(1)
+    mean_above = (mass_below[:, -1:] - mass_below) / weight_above.clamp_min(1)
+    between = weight_below * weight_above * (mean_below - mean_above) ** 2
     low, high = limits
-    return torch.tensor(thresholds, dtype=torch.float32).clamp(low, high)
-
-
-def _threshold_scale(
-    walked: torch.Tensor, image_size: tuple[int, int], stride: int, walked_ones: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The upsampled walked scores ``(C, H, W)`` on the thresholds' scale: divided by their global maximum
-    (constant background) or by the upsampled walked map of ones (walked background), and where that
-    scale is defined ``(H, W)`` (None: everywhere). Where the walked ones are 0 (the walk reaches no seed
-    there) the scores are 0: background, as under the fixed rule."""
-    upsampled = _upsample(walked, image_size, stride)
-    if walked_ones is None:
-        return upsampled / upsampled.max(), None
-    ones = _upsample(walked_ones.unsqueeze(0), image_size, stride)[0]
-    defined = ones > 0
-    return upsampled / ones.clamp_min(torch.finfo(ones.dtype).tiny) * defined, defined
+    return edges[between.argmax(1) + 1].float().clamp(low, high)
 
 
 def _rule_assignment(
@@ -262,16 +224,30 @@ def _rule_assignment(
     walked_ones: torch.Tensor | None,
     threshold_rule: str,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Normalised scores ``(C, H, W)`` and the argmax assignment ``(H, W)`` (0 background, j+1 channel j)
-    under ``threshold_rule``; None if the scores' maximum is not > 0."""
-    scored = _normalised_scores(walked, image_size, stride, bg_threshold, walked_ones)
-    if scored is None:
+    """Upsampled class scores divided by their global max ``(C, H, W)`` and the argmax assignment
+    ``(H, W)`` (0 background, j+1 channel j) under ``threshold_rule``; None if the maximum is not > 0.
+
+    ``"fixed"``: the background is ``bg_threshold`` (reference) or, given the walked map of ones ``(h, w)``,
+    ``bg_threshold ·`` its upsampled walk divided by the same maximum ``(H, W)``. ``"otsu"``: each channel on
+    the thresholds' scale (the normalised scores, or the upsampled walk divided by the upsampled walked
+    ones; 0 where those are 0, the walk reaching no seed there) is divided by its :func:`otsu_thresholds`
+    and compared with 1.
+    """
+    upsampled = _upsample(walked, image_size, stride)
+    maximum = upsampled.max()
+    if not bool(maximum > 0):
         return None
-    normalised, background = scored
+    normalised = upsampled / maximum
+    ones = None if walked_ones is None else _upsample(walked_ones.unsqueeze(0), image_size, stride)[0]
     if threshold_rule == "fixed":
+        background = bg_threshold if ones is None else ones * (bg_threshold / maximum)
         return normalised, _assignment(normalised, background)
-    scaled, defined = _threshold_scale(walked, image_size, stride, walked_ones)
-    thresholds = otsu_thresholds(scaled, defined).to(device=scaled.device, dtype=scaled.dtype)
+    if ones is None:
+        scaled, defined = normalised, None
+    else:
+        defined = ones > 0
+        scaled = upsampled / ones.clamp_min(torch.finfo(ones.dtype).tiny) * defined
+    thresholds = otsu_thresholds(scaled, defined).to(dtype=scaled.dtype)
     return normalised, _assignment(scaled / thresholds[:, None, None], 1.0)
 
 
@@ -415,7 +391,8 @@ def instance_labels(
     seeds, channel_class_ids = _instance_seeds(checked, field, centroid_iterations, cluster_threshold)
     walked, walked_ones = _walk_with_background(seeds, checked.boundary, beta, exp_times, radius, background)
     return _instances_from_walk(
-        walked, channel_class_ids, checked.image_size, stride, bg_threshold, min_fragment, walked_ones, threshold_rule
+        walked, channel_class_ids, checked.image_size, stride, bg_threshold, min_fragment, walked_ones,
+        threshold_rule,
     )
 
 

@@ -607,8 +607,8 @@ def build(
     in order. The kept images are sorted by file name (``order="name"``) or by a hash of the file stem
     (``order="hash"``: a subset then mixes the classes of sources whose file names group them); the first
     ``skip_images`` are left out, then at most ``max_images`` are written (``skip_images=120`` gives the
-    held-out set disjoint from the 120-image one). ``allow_coco128`` lifts the coco128 refusal, ``allow_hidden`` that of PetClassification and Penn-Fudan:
-    for the reviewer's hidden check only. ``val_fraction``: also write the train/val split files
+    held-out set disjoint from the 120-image one). ``allow_coco128`` lifts the coco128 refusal,
+    ``allow_hidden`` that of PetClassification and Penn-Fudan: for the reviewer's hidden check only. ``val_fraction``: also write the train/val split files
     (:func:`write_splits`); the counts then hold ``train_images`` and ``val_images``. ``only_classes``:
     only images all of whose annotations are of these VOC classes; ``max_per_class``: at most this many
     images holding each class (:func:`cap_per_class`, after ``skip_images``, before ``max_images``).
