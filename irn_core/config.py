@@ -286,6 +286,21 @@ class RandomWalkConfig(_Section):
         "[0.05, 0.60], the thresholds above unused (on photos the best threshold differs by class; "
         "docs/real_photos.md)",
     )
+    uncertain_band: tuple[float, float] | None = Field(
+        None,
+        description="null (reference): DeepLab v2 learns every pixel of the semantic pseudo labels; [low, high]: the "
+        "pixels whose best class score is between low and high times its threshold (1: where the class would win) "
+        "are stored as uncertain beside the labels (uncertain_s1) and DeepLab v2 on the pseudo labels ignores them "
+        "(on the cats/dogs/persons photos [0.5, 1.0] keeps it from learning the pets' unlabelled parts as "
+        "background; docs/real_photos.md)",
+    )
+
+    @field_validator("uncertain_band")
+    @classmethod
+    def _band_order(cls, band: tuple[float, float] | None) -> tuple[float, float] | None:
+        if band is not None and not 0 <= band[0] < band[1]:
+            raise ValueError(f"uncertain_band must be [low, high] with 0 <= low < high, got {list(band)}")
+        return band
 
 
 class InstanceConfig(_Section):

@@ -43,6 +43,12 @@ pixel is the channel's where this exceeds the threshold, as under the fixed rule
 Otsu's rule (the cut of a 100-bin histogram on [0, 1] that maximises the between-class variance),
 clamped to [0.05, 0.60], the range of the CAM threshold curve. Each channel's scores are divided by
 its threshold and compared with 1; the instance scores stay the normalised walked scores.
+
+The margin (:func:`semantic_and_instance_labels_with_margin`): at each pixel, the best class score divided
+by its threshold under either rule, the quantity the assignment compares with 1 (a class wins where it is
+at least 1). :func:`uncertain_mask` marks the pixels whose margin lies in a band around 1; the pipeline
+stores them beside the semantic labels (``random_walk.uncertain_band``, a named deviation) and DeepLab v2
+trained on the pseudo labels ignores them.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from irn_core.relations import _inputs
 
 __all__ = [
     "Background", "InstanceLabels", "ThresholdRule", "otsu_thresholds", "semantic_label", "instance_labels",
-    "semantic_and_instance_labels",
+    "semantic_and_instance_labels", "semantic_and_instance_labels_with_margin", "uncertain_mask",
 ]
 
 #: How the background score meets the walked class scores: ``"constant"`` after the walk (reference),
@@ -216,6 +222,13 @@ def otsu_thresholds(
     return edges[between.argmax(1) + 1].float().clamp(low, high)
 
 
+@dataclass(frozen=True)
+class _Scored:
+    normalised: torch.Tensor  # (C, H, W) upsampled scores divided by their global maximum
+    assignment: torch.Tensor  # (H, W) int64, 0 background, j+1 channel j
+    margin: torch.Tensor  # (H, W) the best channel's score divided by its threshold
+
+
 def _rule_assignment(
     walked: torch.Tensor,
     image_size: tuple[int, int],
@@ -223,9 +236,10 @@ def _rule_assignment(
     bg_threshold: float,
     walked_ones: torch.Tensor | None,
     threshold_rule: str,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Upsampled class scores divided by their global max ``(C, H, W)`` and the argmax assignment
-    ``(H, W)`` (0 background, j+1 channel j) under ``threshold_rule``; None if the maximum is not > 0.
+) -> _Scored | None:
+    """Upsampled class scores divided by their global max ``(C, H, W)``, the argmax assignment
+    ``(H, W)`` (0 background, j+1 channel j) under ``threshold_rule`` and the margin ``(H, W)`` (the largest
+    ratio of a channel's score to its threshold); None if the maximum is not > 0.
 
     ``"fixed"``: the background is ``bg_threshold`` (reference) or, given the walked map of ones ``(h, w)``,
     ``bg_threshold ·`` its upsampled walk divided by the same maximum ``(H, W)``. ``"otsu"``: each channel on
@@ -239,16 +253,23 @@ def _rule_assignment(
         return None
     normalised = upsampled / maximum
     ones = None if walked_ones is None else _upsample(walked_ones.unsqueeze(0), image_size, stride)[0]
+    tiny = torch.finfo(normalised.dtype).tiny
     if threshold_rule == "fixed":
         background = bg_threshold if ones is None else ones * (bg_threshold / maximum)
-        return normalised, _assignment(normalised, background)
+        assignment = _assignment(normalised, background)
+        if ones is None:
+            margin = normalised.max(0).values / max(bg_threshold, tiny)
+        else:
+            margin = normalised.max(0).values / (ones * (bg_threshold / maximum)).clamp_min(tiny)
+        return _Scored(normalised, assignment, margin)
     if ones is None:
         scaled, defined = normalised, None
     else:
         defined = ones > 0
-        scaled = upsampled / ones.clamp_min(torch.finfo(ones.dtype).tiny) * defined
+        scaled = upsampled / ones.clamp_min(tiny) * defined
     thresholds = otsu_thresholds(scaled, defined).to(dtype=scaled.dtype)
-    return normalised, _assignment(scaled / thresholds[:, None, None], 1.0)
+    ratios = scaled / thresholds[:, None, None]
+    return _Scored(normalised, _assignment(ratios, 1.0), ratios.max(0).values)
 
 
 def _check_threshold_rule(threshold_rule: str, context: str) -> None:
@@ -264,13 +285,14 @@ def _semantic_from_walk(
     bg_threshold: float,
     walked_ones: torch.Tensor | None = None,
     threshold_rule: str = "fixed",
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """The label map ``(H, W)`` uint8 and the margin ``(H, W)`` float32 (0 where no seed survived)."""
     scored = _rule_assignment(walked, image_size, stride, bg_threshold, walked_ones, threshold_rule)
     if scored is None:
-        return np.zeros(image_size, dtype=np.uint8)
-    assignment = scored[1].cpu().numpy()
+        return np.zeros(image_size, dtype=np.uint8), np.zeros(image_size, dtype=np.float32)
+    assignment = scored.assignment.cpu().numpy()
     keys = np.concatenate([[0], class_ids + 1]).astype(np.uint8)
-    return keys[assignment]
+    return keys[assignment], scored.margin.float().cpu().numpy()
 
 
 def _instances_from_walk(
@@ -289,9 +311,8 @@ def _instances_from_walk(
         return InstanceLabels(
             masks=np.zeros((0, *image_size), dtype=bool), class_ids=empty, scores=empty.astype(np.float32)
         )
-    normalised, assignment = scored
     return detect_instances(
-        normalised.cpu().numpy(), assignment.cpu().numpy(), channel_class_ids, min_fragment=min_fragment
+        scored.normalised.cpu().numpy(), scored.assignment.cpu().numpy(), channel_class_ids, min_fragment=min_fragment
     )
 
 
@@ -347,7 +368,7 @@ def semantic_label(
     walked, walked_ones = _walk_with_background(checked.cams, checked.boundary, beta, exp_times, radius, background)
     return _semantic_from_walk(
         walked, checked.class_ids, checked.image_size, stride, bg_threshold, walked_ones, threshold_rule
-    )
+    )[0]
 
 
 def instance_labels(
@@ -402,6 +423,25 @@ def semantic_and_instance_labels(
     boundary: torch.Tensor | np.ndarray,
     displacement: torch.Tensor | np.ndarray,
     image_size: Sequence[int],
+    **options: object,
+) -> tuple[np.ndarray, InstanceLabels]:
+    """Both labels with ONE walk over the K class channels and the K·n instance channels.
+
+    Same arguments as :func:`semantic_and_instance_labels_with_margin`; returns the semantic label map and
+    the instances (what :func:`semantic_label` and :func:`instance_labels` return, with the same labels).
+    """
+    semantic, _margin, instances = semantic_and_instance_labels_with_margin(
+        cam_s4, class_ids, boundary, displacement, image_size, **options  # type: ignore[arg-type]
+    )
+    return semantic, instances
+
+
+def semantic_and_instance_labels_with_margin(
+    cam_s4: torch.Tensor | np.ndarray,
+    class_ids: Sequence[int] | np.ndarray | torch.Tensor,
+    boundary: torch.Tensor | np.ndarray,
+    displacement: torch.Tensor | np.ndarray,
+    image_size: Sequence[int],
     *,
     beta: float = 10.0,
     exp_times: int = 8,
@@ -415,15 +455,18 @@ def semantic_and_instance_labels(
     background: Background = "constant",
     threshold_rule: ThresholdRule = "fixed",
     image_id: str | None = None,
-) -> tuple[np.ndarray, InstanceLabels]:
-    """Both labels with ONE walk over the K class channels and the K·n instance channels.
+) -> tuple[np.ndarray, np.ndarray, InstanceLabels]:
+    """Semantic labels, their margin and instances with ONE walk over the K class channels and the K·n
+    instance channels.
 
     Same arguments as :func:`instance_labels`; ``instance_bg_threshold`` (default: ``bg_threshold``)
     is the instance step's own background score (the reference has ``sem_seg_bg_thres`` and
-    ``ins_seg_bg_thres``, both 0.25). Returns what :func:`semantic_label` and
-    :func:`instance_labels` return, with the same labels: a channel's walk depends on which
-    channels are walked with it only through float64 rounding (~1e-14 relative, from the sparse
-    kernel's vectorisation), far below the float32 in which the labels are decided.
+    ``ins_seg_bg_thres``, both 0.25). Returns the semantic label map ``(H, W)`` uint8 and the instances,
+    the same labels as :func:`semantic_label` and :func:`instance_labels` (a channel's walk depends on
+    which channels are walked with it only through float64 rounding, ~1e-14 relative, from the sparse
+    kernel's vectorisation, far below the float32 in which the labels are decided), and between them the
+    semantic margin ``(H, W)`` float32: at each pixel the largest ratio of a class's score to its
+    threshold (a class won where it is > 1; see the module docstring), 0 where no seed survived.
     """
     context = _inputs.where("pseudo_labels.semantic_and_instance_labels", image_id)
     _check_background(background, context)
@@ -435,7 +478,7 @@ def semantic_and_instance_labels(
     walked, walked_ones = _walk_with_background(
         torch.cat([checked.cams, instance_seeds], dim=0), checked.boundary, beta, exp_times, radius, background
     )
-    semantic = _semantic_from_walk(
+    semantic, margin = _semantic_from_walk(
         walked[:class_count], checked.class_ids, checked.image_size, stride, bg_threshold, walked_ones, threshold_rule
     )
     if instance_bg_threshold is None:
@@ -444,4 +487,16 @@ def semantic_and_instance_labels(
         walked[class_count:], channel_class_ids, checked.image_size, stride, instance_bg_threshold, min_fragment,
         walked_ones, threshold_rule,
     )
-    return semantic, instances
+    return semantic, margin, instances
+
+
+def uncertain_mask(margin: np.ndarray, band: Sequence[float]) -> np.ndarray:
+    """Pixels whose margin ``(H, W)`` lies in ``[low, high)`` of ``band``: ``(H, W)`` bool.
+
+    With ``band = (0.5, 1.0)`` these are the pixels labelled background whose best class reached at least
+    half its threshold; a band above 1 also takes the weakest class pixels.
+    """
+    low, high = (float(value) for value in band)
+    if not 0 <= low < high:
+        raise InputError(f"uncertain band must satisfy 0 <= low < high, got {tuple(band)}")
+    return (margin >= low) & (margin < high)

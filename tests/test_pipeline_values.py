@@ -21,7 +21,7 @@ from irn_core.data.synthetic import SyntheticConfig, generate
 from irn_core.steps import evaluate
 from irn_core.steps.common import open_run_dataset, shard_plan
 from irn_core.steps.pseudo_labels import run_pseudo_labels
-from irn_core.pseudo_labels import semantic_label
+from irn_core.pseudo_labels import semantic_and_instance_labels_with_margin
 from irn_core.store import ShardReader, ShardWriter
 
 SYNTHETIC = {"seed": 11, "num_train": 6, "num_val": 0, "image_size_range": [160, 200], "objects_per_image": [1, 3]}
@@ -199,7 +199,9 @@ def _oracle_inputs(dataset, image_id: str) -> tuple[dict, dict]:  # noqa: ANN001
 def test_pseudo_label_step_recovers_ground_truth_from_oracle_inputs(
     run_config: RunConfig, tmp_path: Path, threshold_rule: str
 ) -> None:
-    walk = run_config.random_walk.model_copy(update={"threshold_rule": threshold_rule})
+    # with otsu the step also marks the uncertain pixels (random_walk.uncertain_band)
+    band = (0.5, 1.0) if threshold_rule == "otsu" else None
+    walk = run_config.random_walk.model_copy(update={"threshold_rule": threshold_rule, "uncertain_band": band})
     run_config = run_config.model_copy(update={"random_walk": walk})
     dataset = open_run_dataset(run_config)
     oracle = {image_id: _oracle_inputs(dataset, image_id) for ids in _shard_ids(run_config) for image_id in ids}
@@ -223,12 +225,19 @@ def test_pseudo_label_step_recovers_ground_truth_from_oracle_inputs(
     image_id = _shard_ids(run_config)[0][0]
     inputs, size = oracle[image_id]
     with ShardReader(semantic[0], product="semantic") as reader:
-        stored = reader.read(image_id, ["semantic_s1"])["semantic_s1"]
-    expected = semantic_label(
+        datasets = reader.read(image_id)
+    stored, uncertain = datasets["semantic_s1"], datasets.get("uncertain_s1")
+    has_uncertain = uncertain is not None
+    expected, margin, _ = semantic_and_instance_labels_with_margin(
         inputs["cam"]["cam_s4"], inputs["cam"]["class_ids"], inputs["irnet"]["boundary_s4"],
-        (size["height"], size["width"]), background=walk.background, threshold_rule=threshold_rule,
+        inputs["irnet"]["displacement_s4"], (size["height"], size["width"]), background=walk.background,
+        threshold_rule=threshold_rule, centroid_iterations=run_config.instances.centroid_iterations,
     )
     np.testing.assert_array_equal(stored, expected)
+    assert has_uncertain == (band is not None)
+    if band is not None:
+        np.testing.assert_array_equal(uncertain, (margin >= 0.5) & (margin < 1.0))
+        assert uncertain.any() and not stored[uncertain].any()  # uncertain pixels lie below the threshold
 
 
 def test_summary_warns_when_the_walk_lowers_miou(

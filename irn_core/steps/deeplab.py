@@ -21,7 +21,7 @@ import torch
 
 from irn_core.config import RunConfig
 from irn_core.deeplab.infer import DeepLabCRFSettings, predict_labels
-from irn_core.deeplab.train import DeepLabTrainSettings, build_deeplab, train_deeplab
+from irn_core.deeplab.train import IGNORE_LABEL, DeepLabTrainSettings, build_deeplab, train_deeplab
 from irn_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from irn_core.engine.runtime import autocast, to_memory_format
 from irn_core.errors import ConfigError, DatasetError, StoreError
@@ -82,6 +82,18 @@ def deeplab_train_settings(config: RunConfig) -> DeepLabTrainSettings:
     )
 
 
+def ignoring_uncertain(labels: np.ndarray, uncertain: np.ndarray, where: str = "pseudo label") -> np.ndarray:
+    """``labels`` (H, W) uint8 with the ``uncertain`` (H, W) pixels set to the ignore label (a copy);
+    ``where`` names the image in the error raised for a mask of another shape."""
+    if uncertain.shape != labels.shape:
+        raise StoreError(
+            f"{where}: uncertain_s1 of shape {uncertain.shape} does not match semantic_s1 of shape {labels.shape}"
+        )
+    ignored = labels.copy()
+    ignored[uncertain.astype(bool)] = IGNORE_LABEL
+    return ignored
+
+
 def run_train_deeplab(
     config: RunConfig,
     labels: str,
@@ -91,7 +103,8 @@ def run_train_deeplab(
     max_steps: int | None = None,
 ) -> None:
     """Train DeepLab v2 on the downstream ids with ``labels`` (``pseudo``: the ``semantic_s1`` maps of
-    ``semantic_paths``; ``ground_truth``: the dataset's masks) and save ``output`` (rank 0 under torchrun).
+    ``semantic_paths``, their ``uncertain_s1`` pixels ignored under ``random_walk.uncertain_band``;
+    ``ground_truth``: the dataset's masks) and save ``output`` (rank 0 under torchrun).
 
     Under ``dataset.on_unreadable: skip`` the ids left out of the pseudo-label shards and those whose
     image (or ground-truth mask) cannot be read are left out, each logged and listed in the checkpoint's
@@ -117,8 +130,15 @@ def run_train_deeplab(
                         f"(e.g. {missing[:3]}) in {', '.join(str(path) for path in semantic_paths)}"
                     )
 
+                uncertain_band = config.random_walk.uncertain_band
+
                 def label_source(image_id: str) -> np.ndarray:
-                    return store.read(image_id, ["semantic_s1"])["semantic_s1"]
+                    if uncertain_band is None:
+                        return store.read(image_id, ["semantic_s1"])["semantic_s1"]
+                    read = store.read(image_id, ["semantic_s1", "uncertain_s1"])
+                    return ignoring_uncertain(
+                        read["semantic_s1"], read["uncertain_s1"], f"{store.reader_for(image_id).path}, {image_id!r}"
+                    )
 
                 def description(image_id: str) -> str:
                     return f"semantic pseudo label in {store.reader_for(image_id).path}"

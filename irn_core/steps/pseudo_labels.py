@@ -11,7 +11,7 @@ import torch
 from irn_core.config import RunConfig
 from irn_core.instances import InstanceLabels
 from irn_core.progress import track
-from irn_core.pseudo_labels import semantic_and_instance_labels
+from irn_core.pseudo_labels import semantic_and_instance_labels_with_margin, uncertain_mask
 from irn_core.steps.common import prepare_runtime, shard_plan, stage_metadata
 from irn_core.store import ShardReader, ShardWriter
 
@@ -41,7 +41,8 @@ def run_pseudo_labels(
     semantic_output: Path,
     instance_output: Path,
 ) -> None:
-    """``semantic_s1`` (uint8 label map) and instances (``masks_s1`` bool (N, H, W), ``class_ids``
+    """``semantic_s1`` (uint8 label map; with ``random_walk.uncertain_band`` also ``uncertain_s1``, bool
+    (H, W), the pixels DeepLab v2 on the pseudo labels ignores) and instances (``masks_s1`` bool (N, H, W), ``class_ids``
     0-based, ``scores``) for the shard's inference images."""
     device = prepare_runtime(config)
     image_ids = shard_plan(config).product_ids(shard_index, "semantic")
@@ -73,8 +74,9 @@ def run_pseudo_labels(
             class_ids = cam["class_ids"]
             if len(class_ids) == 0:
                 semantic, instance = np.zeros(image_size, np.uint8), empty_instances(image_size)
+                margin = np.zeros(image_size, np.float32)
             else:
-                semantic, instance = semantic_and_instance_labels(
+                semantic, margin, instance = semantic_and_instance_labels_with_margin(
                     torch.from_numpy(cam["cam_s4"].astype(np.float32)).to(device),
                     class_ids,
                     torch.from_numpy(relation["boundary_s4"].astype(np.float32)).to(device),
@@ -93,7 +95,10 @@ def run_pseudo_labels(
                     image_id=image_id,
                 )
             size_attributes = {"height": image_size[0], "width": image_size[1]}
-            semantic_writer.add(image_id, {"semantic_s1": semantic}, size_attributes)
+            semantic_datasets = {"semantic_s1": semantic}
+            if walk.uncertain_band is not None:
+                semantic_datasets["uncertain_s1"] = uncertain_mask(margin, walk.uncertain_band)
+            semantic_writer.add(image_id, semantic_datasets, size_attributes)
             instance_writer.add(
                 image_id,
                 {

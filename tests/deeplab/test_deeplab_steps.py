@@ -54,9 +54,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _write_semantic_shards(config_path: Path, folder: Path, *, corrupt: str | None = None,
-                           skip: str | None = None) -> list[Path]:
+                           skip: str | None = None, uncertain: bool | None = None) -> list[Path]:
     """Semantic pseudo-label shards holding the ground truth of the downstream ids (``corrupt``: one
-    id gets class id 9; ``skip``: one id is left out)."""
+    id gets class id 9; ``skip``: one id is left out; ``uncertain``: an ``uncertain_s1`` of that value
+    everywhere)."""
     config = load_config(config_path)
     dataset = open_run_dataset(config)
     plan = shard_plan(config)
@@ -70,7 +71,10 @@ def _write_semantic_shards(config_path: Path, folder: Path, *, corrupt: str | No
                 label = dataset.semantic_mask(image_id)
                 if image_id == corrupt:
                     label[2, 3] = 9
-                writer.add(image_id, {"semantic_s1": label})
+                datasets = {"semantic_s1": label}
+                if uncertain is not None:
+                    datasets["uncertain_s1"] = np.full(label.shape, uncertain)
+                writer.add(image_id, datasets)
         paths.append(path)
     return paths
 
@@ -130,4 +134,25 @@ def test_missing_or_bad_pseudo_labels_fail_clearly(tiny_run: Path, tmp_path: Pat
     assert f"corrupt/shard-00000.h5 of image id '{ids[4]}' holds class ids [9] outside 0..4" in caplog.text
     assert main(["train-deeplab", "--config", str(tiny_run), "--labels", "pseudo", "--out", str(out)]) == 2
     assert "--semantic" in caplog.text
+    assert not out.exists()
+
+
+def test_uncertain_pixels_are_ignored_under_the_band(tiny_run: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    banded = tmp_path / "banded.yaml"
+    banded.write_text(yaml.safe_dump({"random_walk": {"uncertain_band": [0.5, 1.0]}}))
+    all_uncertain = _write_semantic_shards(tiny_run, tmp_path / "uncertain", uncertain=True)
+    losses = {}
+    for name, configs in (("band", [str(tiny_run), str(banded)]), ("reference", [str(tiny_run)])):
+        out = tmp_path / f"{name}.pt"
+        assert main(["train-deeplab", "--config", *configs, "--labels", "pseudo", "--semantic",
+                     *map(str, all_uncertain), "--out", str(out), "--max-steps", "2"]) == 0
+        losses[name] = load_checkpoint(out, kind="deeplab")["record"]["loss_terms"]["total"]
+    assert losses["band"] == [0.0, 0.0]  # every pixel ignored: nothing to learn
+    assert min(losses["reference"]) > 0  # without the band the mask is not read
+    plain = _write_semantic_shards(tiny_run, tmp_path / "plain")
+    out = tmp_path / "missing.pt"
+    assert main(["train-deeplab", "--config", str(tiny_run), str(banded), "--labels", "pseudo", "--semantic",
+                 *map(str, plain), "--out", str(out), "--max-steps", "2"]) == 2
+    assert "has no dataset 'uncertain_s1'" in caplog.text and "plain/shard-00000.h5" in caplog.text
     assert not out.exists()

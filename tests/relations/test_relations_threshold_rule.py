@@ -20,7 +20,9 @@ from irn_core.pseudo_labels import (
     instance_labels,
     otsu_thresholds,
     semantic_and_instance_labels,
+    semantic_and_instance_labels_with_margin,
     semantic_label,
+    uncertain_mask,
 )
 from irn_core.random_walk import propagate_dense
 
@@ -128,3 +130,52 @@ def test_bad_threshold_rule_is_named_and_the_config_default_is_the_reference() -
         semantic_label(scene.cams, scene.class_ids, scene.boundary, scene.image_size, threshold_rule="median")
     assert RandomWalkConfig().threshold_rule == "fixed"
     assert RandomWalkConfig(threshold_rule="otsu").threshold_rule == "otsu"
+
+
+def _margin_restated(scene, background: str, threshold_rule: str) -> np.ndarray:
+    """The best channel's score over its threshold, from the dense walk: 0.25 (fixed; walked: 0.25 times the
+    walked ones on the same scale) or the channel's restated Otsu threshold."""
+    scaled = _scaled_scores(scene.cams, scene.boundary, scene.image_size, background).numpy()
+    if threshold_rule == "fixed":
+        return np.nan_to_num(scaled / 0.25, nan=0.0).max(0)
+    thresholds = np.array([_otsu_restated(channel) for channel in scaled])
+    return np.nan_to_num(scaled / thresholds[:, None, None], nan=0.0).max(0)
+
+
+@pytest.mark.parametrize("threshold_rule", ["fixed", "otsu"])
+@pytest.mark.parametrize("background", ["constant", "walked"])
+def test_margin_is_the_best_score_over_its_threshold_and_decides_the_labels(
+    background: str, threshold_rule: str
+) -> None:
+    scene = random_scene(np.random.default_rng(5), 14, 19, 3)
+    semantic, margin, instances = semantic_and_instance_labels_with_margin(
+        scene.cams, scene.class_ids, scene.boundary, scene.displacement, scene.image_size,
+        background=background, threshold_rule=threshold_rule,
+    )
+    assert margin.dtype == np.float32 and margin.shape == semantic.shape
+    expected = _margin_restated(scene, background, threshold_rule)
+    np.testing.assert_allclose(margin, expected, rtol=1e-4, atol=1e-5)
+    away_from_one = np.abs(margin - 1) > 1e-4
+    np.testing.assert_array_equal((semantic > 0)[away_from_one], (margin > 1)[away_from_one])
+    assert (margin > 1).any() and (margin < 1).any()
+    same, same_instances = semantic_and_instance_labels(
+        scene.cams, scene.class_ids, scene.boundary, scene.displacement, scene.image_size,
+        background=background, threshold_rule=threshold_rule,
+    )
+    np.testing.assert_array_equal(same, semantic)
+    assert len(same_instances.masks) == len(instances.masks)
+
+
+def test_uncertain_mask_is_the_band_half_open_and_checks_its_order() -> None:
+    margin = np.array([[0.0, 0.49, 0.5, 0.99], [1.0, 1.01, 2.0, 3.0]], dtype=np.float32)
+    np.testing.assert_array_equal(
+        uncertain_mask(margin, (0.5, 1.0)), [[False, False, True, True], [False, False, False, False]]
+    )
+    np.testing.assert_array_equal(
+        uncertain_mask(margin, (0.5, 2.0)), [[False, False, True, True], [True, True, False, False]]
+    )
+    with pytest.raises(InputError, match="0 <= low < high"):
+        uncertain_mask(margin, (1.0, 0.5))
+    assert RandomWalkConfig().uncertain_band is None
+    with pytest.raises(ValueError, match="uncertain_band"):
+        RandomWalkConfig(uncertain_band=(0.8, 0.8))
