@@ -336,7 +336,7 @@ def product_disk_bytes(
 
     Per image, with h, w = ceil(H/4), ceil(W/4) (see :func:`strided_side` for mean sizes): ``cam`` = K·h·w + K·H·W floats (2 bytes each under
     ``cam.infer.float16``, else 4) + K int64 class ids; ``ir_labels``, ``semantic``, ``deeplab_pseudo``,
-    ``deeplab_ground_truth`` = H·W uint8; ``irnet`` = boundary h·w float32 + displacement 2·h·w float32
+    ``deeplab_ground_truth`` = H·W uint8 (``semantic`` + H·W bool under ``random_walk.uncertain_band``); ``irnet`` = boundary h·w float32 + displacement 2·h·w float32
     + affinity D·h·w float16 (D = 34 directions at radius 5) + the (D, 2) int64 directions;
     ``instances`` = N·H·W bool (one byte each) + N int64 class ids + N float32 scores; ``maskrcnn``
     the same with the detections. The store gzip-compresses every dataset: files are smaller (see
@@ -355,7 +355,7 @@ def product_disk_bytes(
         "cam": mean_classes * (strided + pixels) * cam_float + 8 * mean_classes,
         "ir_labels": pixels,
         "irnet": strided * (4 + 8 + 2 * directions) + directions * 2 * 8,
-        "semantic": pixels,
+        "semantic": pixels * (1 if config.random_walk.uncertain_band is None else 2),
         "instances": mean_instances * (pixels + 8 + 4),
         "deeplab_pseudo": pixels,
         "deeplab_ground_truth": pixels,

@@ -128,6 +128,9 @@ def test_product_disk_bytes_counts_per_product() -> None:
     sizes = product_disk_bytes(config, {"cam": 2, "semantic": 3, "maskrcnn": 1}, (100, 200), 2, 1, mean_detections=5)
     assert sizes == {"cam": round(2 * (2 * (25 * 50 + 100 * 200) * 2 + 16)), "semantic": 3 * 100 * 200,
                      "maskrcnn": 5 * (100 * 200 + 12)}
+    banded = config.model_copy(update={"random_walk": config.random_walk.model_copy(
+        update={"uncertain_band": (0.5, 1.0)})})
+    assert product_disk_bytes(banded, 3, (100, 200), 2, 1)["semantic"] == 3 * 100 * 200 * 2  # + uncertain_s1
 
 
 def test_run_throughputs_from_benchmark_files(tmp_path: Path) -> None:
