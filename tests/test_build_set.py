@@ -416,3 +416,63 @@ def test_only_classes_and_max_per_class_balance_a_set(tmp_path: Path, capsys: py
                            "--only-classes", "dog", "--max-per-class", "1"]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["images"] == 1 and counts["dog"] == 1 and counts["cat"] == 0
+
+
+def test_mask_source_components_as_instances_specks_void_and_rescaled_masks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from irn_core.data.coco import VOID_LABEL, COCODataset
+
+    images, masks = tmp_path / "humans" / "Training_Images", tmp_path / "humans" / "Ground_Truth"
+    masks.mkdir(parents=True)
+    two = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+    two[4:30, 2:12] = 255  # 260 px, the larger person
+    two[40:56, 20:36] = 255  # 256 px
+    two[58, 38] = 255  # a 1-pixel speck (under 0.2% of the 2400 px): void
+    _write_image(images / "1.jpg")
+    Image.fromarray(two).save(masks / "1.png")
+    _write_image(images / "2.jpg")
+    half = np.zeros((HEIGHT // 2, WIDTH // 2), dtype=np.uint8)
+    half[5:15, 5:10] = 1  # a mask at half the photo's size, values 0/1: resized to it
+    Image.fromarray(half).save(masks / "2.png")
+    _write_image(images / "3.jpg")
+    Image.fromarray(np.zeros((HEIGHT, WIDTH), dtype=np.uint8)).save(masks / "3.png")  # empty: skipped
+    _write_image(images / "4.jpg")  # no mask: skipped
+    output = tmp_path / "out"
+    with caplog.at_level("INFO", logger="build_set"):
+        assert build_set.main(["--mask-source", str(images), str(masks), "person", "--out", str(output),
+                               "--long-side", "0"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["images"] == 2 and counts["person"] == 3  # instances
+    assert "3.jpg skipped: its mask is empty" in caplog.text and "4.jpg skipped: no mask 4.png" in caplog.text
+    assert "2.png is 20x30, resized to its image's 40x60" in caplog.text
+    dataset = COCODataset(output / "images", output / "instances.json")
+    assert dataset.ids() == ["1", "2"]
+    instance_masks, class_ids = dataset.instance_masks("1")
+    assert class_ids.tolist() == [_voc_id("person") - 1] * 2
+    larger = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    larger[4:30, 2:12] = True
+    np.testing.assert_array_equal(instance_masks[0], larger)  # largest first
+    assert instance_masks[1].sum() == 256
+    semantic = dataset.semantic_mask("1")
+    assert semantic[58, 38] == VOID_LABEL and (semantic == _voc_id("person")).sum() == 516
+    expected = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    expected[10:30, 10:20] = True
+    np.testing.assert_array_equal(dataset.instance_masks("2")[0][0], expected)
+
+
+def test_mask_source_bad_masks_and_hidden_check(tmp_path: Path) -> None:
+    images, masks = tmp_path / "Training_Images", tmp_path / "Ground_Truth"
+    masks.mkdir(parents=True)
+    _write_image(images / "1.jpg")
+    Image.fromarray(np.full((HEIGHT, HEIGHT), 255, dtype=np.uint8)).save(masks / "1.png")
+    with pytest.raises(ValueError, match=r"1\.png: mask size \(60, 60\) is not its image's \(60, 40\)"):
+        build_set.build([build_set.MaskSource(images, masks, "person")], tmp_path / "out")
+    with pytest.raises(ValueError, match="'human' is not a VOC class"):
+        build_set.build([build_set.MaskSource(images, masks, "human")], tmp_path / "out")
+    penn_fudan = tmp_path / "PennFudanPed"
+    (penn_fudan / "PNGImages").mkdir(parents=True)
+    (penn_fudan / "PedMasks").mkdir()
+    with pytest.raises(ValueError, match="Penn-Fudan"):
+        build_set.build([build_set.MaskSource(penn_fudan / "PNGImages", penn_fudan / "PedMasks", "person")],
+                        tmp_path / "out")

@@ -33,6 +33,13 @@ Three kinds of source, repeatable and combinable (at least one source in all):
   line, is an error naming the file. ``simonhansen1999/PetClassification`` (its name in the path) and
   the Penn-Fudan pedestrians (``PNGImages``/``PedMasks`` folders) are refused, being hidden checks;
   ``--allow-hidden-check`` lifts that, for the reviewer's check only.
+- ``--mask-source IMAGE_DIR MASK_DIR CLASS``: photos of one VOC class with binary masks (as in
+  ``VikramShenoy97/Human-Segmentation-Dataset``: ``Training_Images/<n>.jpg``, ``Ground_Truth/<n>.png``, 0
+  background, 255 person): ``MASK_DIR/<stem>.png``, nonzero in its grey level = the class. Each 8-connected
+  component of at least 0.2% of the image is one instance (objects that touch are one); the smaller ones
+  are a crowd region (void). Photos are checked and skipped as for the pets (no mask, an empty mask); a
+  mask of another size with the photo's aspect ratio is resized to it (nearest neighbour), another aspect
+  ratio is an error naming the file. The Penn-Fudan folders are refused as above.
 
 The script keeps the images that hold at least one non-crowd instance of a VOC class, keeps only the
 annotations of VOC classes (objects of the other 60 COCO classes become background, as when VOC is
@@ -76,6 +83,7 @@ from typing import Any, NamedTuple, NoReturn
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
+from scipy import ndimage
 
 LOGGER = logging.getLogger("build_set")
 
@@ -197,7 +205,16 @@ class PetsSource(NamedTuple):
     root: Path
 
 
-Source = CocoSource | YoloSource | PetsSource | tuple[Path, Path]
+class MaskSource(NamedTuple):
+    """Photos with binary masks of one VOC class (``--mask-source``): ``IMAGE_DIR/<stem>.jpg|jpeg|png``,
+    ``MASK_DIR/<stem>.png`` (nonzero: the class)."""
+
+    image_dir: Path
+    mask_dir: Path
+    voc_class: str
+
+
+Source = CocoSource | YoloSource | PetsSource | MaskSource | tuple[Path, Path]
 """Any kind of source; a plain pair is a COCO source (instances JSON, image folder)."""
 
 
@@ -456,11 +473,90 @@ def pets_source_images(source: PetsSource, *, allow_hidden: bool = False) -> Ite
         yield SourceImage(image, trimap_annotations(trimap, voc_class), image_dir)
 
 
+#: A mask source's connected components under this share of the image are void (crowd), not instances.
+MASK_MIN_INSTANCE_FRACTION = 0.002
+
+
+def read_binary_mask(mask_file: Path, size: tuple[int, int]) -> np.ndarray:
+    """A binary mask (any picture mode; nonzero in its grey level is the object) of an image of ``size``
+    (H, W): (H, W) bool. A mask of another size with the image's aspect ratio (within 1%) is resized to it
+    (nearest neighbour; logged); another aspect ratio is an error naming the file."""
+    height, width = size
+    with Image.open(mask_file) as picture:
+        grey = picture.convert("L")
+        if grey.size != (width, height):
+            mask_width, mask_height = grey.size
+            if abs(mask_width / mask_height - width / height) > 0.01 * width / height:
+                raise ValueError(f"{mask_file}: mask size {(mask_height, mask_width)} is not its image's {size} "
+                                 "nor of its aspect ratio")
+            LOGGER.info("mask source: %s is %dx%d, resized to its image's %dx%d", mask_file, mask_width, mask_height,
+                        width, height)
+            grey = grey.resize((width, height), Image.Resampling.NEAREST)
+        return np.asarray(grey) > 0
+
+
+def mask_annotations(mask: np.ndarray, voc_class: str) -> list[dict[str, Any]]:
+    """Each 8-connected component of ``mask`` (H, W) covering at least ``MASK_MIN_INSTANCE_FRACTION`` of the
+    image as a non-crowd RLE instance (largest first); the smaller ones together as one crowd region (void in
+    the semantic ground truth, ignored by COCO mask AP). Objects that touch are one instance."""
+    components, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    areas = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    large = [index + 1 for index in np.argsort(-areas, kind="stable") if areas[index] >= MASK_MIN_INSTANCE_FRACTION
+             * mask.size]
+    annotations = [
+        {"id": number, "segmentation": _rle(components == label), "iscrowd": 0, "voc_class": voc_class}
+        for number, label in enumerate(large, start=1)
+    ]
+    small = mask & ~np.isin(components, large)
+    if small.any():
+        annotations.append(
+            {"id": len(annotations) + 1, "segmentation": _rle(small), "iscrowd": 1, "voc_class": voc_class}
+        )
+    return annotations
+
+
+def mask_source_images(source: MaskSource, *, allow_hidden: bool = False) -> Iterator[SourceImage]:
+    """Every usable photo of a mask source, by file name, with its instances (:func:`mask_annotations`).
+
+    Skipped with a logged reason: a photo that is not decodable, animated or has transparent pixels, one
+    without a mask, one whose mask is empty. The Penn-Fudan folders (``PNGImages``, ``PedMasks``) are
+    refused, being a hidden check.
+    """
+    image_dir, mask_dir = Path(source.image_dir), Path(source.mask_dir)
+    if source.voc_class not in VOC_CLASSES:
+        raise ValueError(f"mask source {image_dir}: {source.voc_class!r} is not a VOC class ({', '.join(VOC_CLASSES)})")
+    if not allow_hidden and {image_dir.name, mask_dir.name} & {"PNGImages", "PedMasks"}:
+        raise ValueError(f"{image_dir}: a Penn-Fudan pedestrian layout, kept aside as a hidden check "
+                         "(--allow-hidden-check is for the reviewer's check only)")
+    if not image_dir.is_dir() or not mask_dir.is_dir():
+        raise FileNotFoundError(f"mask source: {image_dir} and {mask_dir} must be folders")
+    photos = sorted(path for path in image_dir.iterdir() if path.is_file() and path.suffix.lower() in
+                    YOLO_IMAGE_SUFFIXES)
+    for image_file in photos:
+        problem = _photo_problem(image_file)
+        mask_file = mask_dir / f"{image_file.stem}.png"
+        if problem is None and not mask_file.is_file():
+            problem = f"no mask {mask_file.name}"
+        if problem is not None:
+            LOGGER.warning("mask source: %s skipped: %s", image_file, problem)
+            continue
+        with Image.open(image_file) as picture:
+            width, height = picture.size
+        mask = read_binary_mask(mask_file, (height, width))
+        if not mask.any():
+            LOGGER.warning("mask source: %s skipped: its mask is empty", image_file)
+            continue
+        image = {"id": None, "file_name": image_file.name, "height": height, "width": width}
+        yield SourceImage(image, mask_annotations(mask, source.voc_class), image_dir)
+
+
 def source_images(
     source: Source, *, allow_coco128: bool = False,
     allow_hidden: bool = False,
 ) -> Iterator[SourceImage]:
     """The images of any kind of source (a plain pair is a COCO source: instances JSON, image folder)."""
+    if isinstance(source, MaskSource):
+        return mask_source_images(source, allow_hidden=allow_hidden)
     if isinstance(source, PetsSource):
         return pets_source_images(source, allow_hidden=allow_hidden)
     if isinstance(source, YoloSource):
@@ -505,7 +601,7 @@ def collect_records(
                 raise FileNotFoundError(f"{source[0]}: image {name} is not in {record.image_dir}")
             records[name] = record
             kept += 1
-        kind = {YoloSource: "YOLO", PetsSource: "pets"}.get(type(source), "COCO")
+        kind = {YoloSource: "YOLO", PetsSource: "pets", MaskSource: "mask"}.get(type(source), "COCO")
         LOGGER.info("%s source %s: %d images, %d new ones kept", kind, source[0], seen, kept)
     return records
 
@@ -662,7 +758,10 @@ class _AppendSource(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         sources = list(getattr(namespace, self.dest, None) or [])
-        sources.append(self.const(*(Path(value) for value in values)))
+        if self.const is MaskSource:
+            sources.append(MaskSource(Path(values[0]), Path(values[1]), values[2]))
+        else:
+            sources.append(self.const(*(Path(value) for value in values)))
         setattr(namespace, self.dest, sources)
 
 
@@ -674,6 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar=("IMAGE_DIR", "LABEL_DIR"), help="a YOLO segmentation source (repeatable)")
     parser.add_argument("--pets-source", nargs=1, action=_AppendSource, const=PetsSource, dest="sources",
                         metavar="DIR", help="an Oxford-IIIT Pet layout (images/, annotations/trimaps/; repeatable)")
+    parser.add_argument("--mask-source", nargs=3, action=_AppendSource, const=MaskSource, dest="sources",
+                        metavar=("IMAGE_DIR", "MASK_DIR", "CLASS"),
+                        help="photos with binary masks of one VOC class (MASK_DIR/<stem>.png; repeatable)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--long-side", type=int, default=320, help="resize so the long side is this (0: keep)")
     parser.add_argument("--max-images", type=int)
@@ -696,7 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "in val (by a hash of the image id)")
     arguments = parser.parse_args(argv)
     if not arguments.sources:
-        parser.error("give at least one --source, --yolo-source or --pets-source")
+        parser.error("give at least one --source, --yolo-source, --pets-source or --mask-source")
     if arguments.val_fraction is not None and not 0 < arguments.val_fraction < 1:
         parser.error(f"--val-fraction must be between 0 and 1 (exclusive), got {arguments.val_fraction}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
