@@ -394,6 +394,26 @@ def _photo_problem(image_file: Path) -> str | None:
     return None
 
 
+def _usable_photos(
+    photos: Sequence[Path], mask_dir: Path, kind: str, mask_name: str
+) -> Iterator[tuple[Path, Path, tuple[int, int, str]]]:
+    """Each usable photo with its mask file ``mask_dir/<stem>.png`` and its height, width and picture mode;
+    the others are skipped with the reason logged (:func:`_photo_problem`, or no mask file). ``kind`` and
+    ``mask_name`` name the source kind and its mask files in the message."""
+    for image_file in photos:
+        mask_file = mask_dir / f"{image_file.stem}.png"
+        problem = _photo_problem(image_file)
+        if problem is None and not mask_file.is_file():
+            problem = f"no {mask_name} {mask_file.name}"
+        if problem is not None:
+            LOGGER.warning("%s source: %s skipped: %s", kind, image_file, problem)
+            continue
+        with Image.open(image_file) as picture:
+            width, height = picture.size
+            mode = picture.mode
+        yield image_file, mask_file, (height, width, mode)
+
+
 def read_trimap(trimap_file: Path, size: tuple[int, int]) -> np.ndarray:
     """An Oxford-IIIT Pet trimap (1 pet, 2 background, 3 border) of an image of ``size`` (H, W): (H, W) uint8.
 
@@ -448,17 +468,8 @@ def pets_source_images(source: PetsSource, *, allow_hidden: bool = False) -> Ite
     if ignored:
         LOGGER.info("pets source %s: %d files in images/ that are not photos ignored (%s)", root, len(ignored),
                     ", ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else ""))
-    for image_file in (path for path in files if path.suffix.lower() in YOLO_IMAGE_SUFFIXES):
-        problem = _photo_problem(image_file)
-        trimap_file = trimap_dir / f"{image_file.stem}.png"
-        if problem is None and not trimap_file.is_file():
-            problem = f"no trimap {trimap_file.name}"
-        if problem is not None:
-            LOGGER.warning("pets source: %s skipped: %s", image_file, problem)
-            continue
-        with Image.open(image_file) as picture:
-            width, height = picture.size
-            mode = picture.mode
+    photos = [path for path in files if path.suffix.lower() in YOLO_IMAGE_SUFFIXES]
+    for image_file, trimap_file, (height, width, mode) in _usable_photos(photos, trimap_dir, "pets", "trimap"):
         trimap = read_trimap(trimap_file, (height, width))
         if not (trimap == TRIMAP_PET).any():
             LOGGER.warning("pets source: %s skipped: its trimap has no pet pixel", image_file)
@@ -532,16 +543,7 @@ def mask_source_images(source: MaskSource, *, allow_hidden: bool = False) -> Ite
         raise FileNotFoundError(f"mask source: {image_dir} and {mask_dir} must be folders")
     photos = sorted(path for path in image_dir.iterdir() if path.is_file() and path.suffix.lower() in
                     YOLO_IMAGE_SUFFIXES)
-    for image_file in photos:
-        problem = _photo_problem(image_file)
-        mask_file = mask_dir / f"{image_file.stem}.png"
-        if problem is None and not mask_file.is_file():
-            problem = f"no mask {mask_file.name}"
-        if problem is not None:
-            LOGGER.warning("mask source: %s skipped: %s", image_file, problem)
-            continue
-        with Image.open(image_file) as picture:
-            width, height = picture.size
+    for image_file, mask_file, (height, width, _) in _usable_photos(photos, mask_dir, "mask", "mask"):
         mask = read_binary_mask(mask_file, (height, width))
         if not mask.any():
             LOGGER.warning("mask source: %s skipped: its mask is empty", image_file)
