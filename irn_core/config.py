@@ -291,8 +291,8 @@ class RandomWalkConfig(_Section):
         description="null (reference): DeepLab v2 learns every pixel of the semantic pseudo labels; [low, high]: the "
         "pixels whose best class score is between low and high times its threshold (1: where the class would win) "
         "are stored as uncertain beside the labels (uncertain_s1) and DeepLab v2 on the pseudo labels ignores them "
-        "(on the cats/dogs/persons photos [0.5, 1.0] keeps it from learning the pets' unlabelled parts as "
-        "background; docs/real_photos.md)",
+        "(config/photos.yaml: [0.7, 1.4], so that it learns neither the pets' parts just under the threshold as "
+        "background nor the persons' surroundings just above it as person; docs/real_photos.md)",
     )
 
     @field_validator("uncertain_band")
