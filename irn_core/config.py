@@ -363,7 +363,8 @@ class ComputeConfig(_Section):
     channels_last: bool = Field(
         False,
         description="convolutional networks (CAM network, IRNet, DeepLab) and their inputs in channels-last memory "
-        "format (faster convolutions on recent GPUs, mostly under mixed precision)",
+        "format (faster convolutions on recent GPUs, mostly under mixed precision, and on CPUs: "
+        "benchmarks/memory_format.py; float32 arithmetic either way)",
     )
     ground_truth_twins_with_pseudo: bool = Field(
         False,

@@ -126,3 +126,20 @@ def test_cam_and_irnet_steps_under_bfloat16_store_float32(configs: dict[str, Pat
     assert compared >= 1
     assert f"equals the stored products for {compared} (CAMs) and {compared} (IRNet boundary)" in benchmark.stdout
     assert "| cam |" in benchmark.stdout and "ratio bfloat16 / float32" in benchmark.stdout
+
+    # benchmarks/memory_format.py on the same run folder: both memory formats of each trained stage
+    (run / "ir_labels").mkdir()
+    shutil.copy(ir_labels, run / "ir_labels" / "shard-00000.h5")
+    formats = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "memory_format.py"), "--run", str(run), "--train-steps", "1",
+         "--repeats", "1", "--images", "2", "--threads", "1"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert formats.returncode == 0, formats.stderr[-3000:]
+    for stage in ("train_cam", "train_irnet"):
+        assert re.search(rf"\| {stage} \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|", formats.stdout), formats.stdout
+    assert "train_deeplab" not in formats.stdout  # the run has no pseudo labels
+    for stage in ("make_cam", "irnet_infer"):
+        row = re.search(rf"\| {stage} \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| ([0-9.e+-]+) \|", formats.stdout)
+        assert row, formats.stdout
+        assert float(row.group(1)) < 1e-3  # same float32 arithmetic in either format

@@ -33,6 +33,9 @@ for _labels in DEEPLAB_LABEL_SOURCES:
             labels=_labels,  # shell commands are evaluated at run time: take loop values through params
             semantic=lambda wildcards, input: f"--semantic {input.semantic}" if input.semantic else "",
         threads: W.threads(f"train_deeplab_{_labels}")
+        # both trainings before either inference: on two cores beside Mask R-CNN, an inference started between
+        # them left one core idle at the end (the cats/dogs/people run: 12:41-12:44 on one core)
+        priority: 1
         resources:
             **W.resources(f"train_deeplab_{_labels}", kind="train_cam", **W.training_resources(DEEPLAB_PROCESSES)),
         log:

@@ -20,8 +20,9 @@ rule train_maskrcnn:
         stage=W.stage("train_maskrcnn"),
         instances=lambda wildcards, input: f"--instances {' '.join(input.instances)}" if input.instances else "",
     threads: W.threads("train_maskrcnn")
-    # the longest downstream job starts first when the pseudo labels are done, the DeepLab jobs beside it
-    priority: 1
+    # the longest downstream job starts first when the pseudo labels are done, the DeepLab trainings beside it
+    # (priority 1) and their inferences (0) after both trainings
+    priority: 2
     resources:
         **W.resources("train_maskrcnn", kind="train_cam", **W.training_resources(MASKRCNN_PROCESSES)),
     log:
