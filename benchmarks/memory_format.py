@@ -4,7 +4,7 @@ With a finished run (its config, trained networks and stored products), every ne
 both memory formats in this process, alternating which goes first, with the same threads:
 
 * training: ``train_cam``, ``train_irnet`` and ``train_deeplab`` (pseudo labels) for ``--train-steps``
-  steps each, twice per format; the figure is the loop's images per second as the checkpoint records it
+  steps each, ``--repeats`` times per format; the figure is the loop's images per second as the checkpoint records it
   (model building and the displacement-mean pass left out);
 * inference: the CAMs (``make_cam``), IRNet's maps (``irnet_infer``) and DeepLab v2's ensemble
   (``deeplab_infer``, without its CRF) of the first ``--images`` inference / validation photos, per image
@@ -36,7 +36,6 @@ from irn_core.cam.infer import multiscale_cams
 from irn_core.config import RunConfig, load_config
 from irn_core.deeplab.infer import ensemble_probabilities
 from irn_core.engine.checkpoint import load_checkpoint
-from irn_core.engine.runtime import to_memory_format
 from irn_core.irnet.infer import boundary_and_displacement
 from irn_core.steps.cam import cam_base_scale, load_cam_network, run_train_cam
 from irn_core.steps.common import open_run_dataset, shard_plan, split_ids
@@ -49,8 +48,13 @@ CPU = torch.device("cpu")
 logger = logging.getLogger("memory_format")
 
 
+def _with_compute(config: RunConfig, **fields: object) -> RunConfig:
+    """``config`` with these ``compute`` fields replaced."""
+    return config.model_copy(update={"compute": config.compute.model_copy(update=fields)})
+
+
 def _with_format(config: RunConfig, channels_last: bool) -> RunConfig:
-    return config.model_copy(update={"compute": config.compute.model_copy(update={"channels_last": channels_last})})
+    return _with_compute(config, channels_last=channels_last)
 
 
 def _trainers(run: Path) -> dict[str, tuple[str, Callable[[RunConfig, Path, int], None]]]:
@@ -60,14 +64,18 @@ def _trainers(run: Path) -> dict[str, tuple[str, Callable[[RunConfig, Path, int]
     trainers: dict[str, tuple[str, Callable[[RunConfig, Path, int], None]]] = {
         "train_cam": ("cam", lambda config, output, steps: run_train_cam(config, output, max_steps=steps)),
     }
-    if ir_labels:
+    if not ir_labels:
+        logger.warning("train_irnet left out: no %s", run / "ir_labels" / "shard-*.h5")
+    else:
         trainers["train_irnet"] = (
             "irnet",
             lambda config, output, steps: run_train_irnet(
                 config, ir_labels, output, cam_checkpoint=run / "models" / "cam.pt", max_steps=steps
             ),
         )
-    if semantic:
+    if not semantic:
+        logger.warning("train_deeplab left out: no %s", run / "semantic" / "shard-*.h5")
+    else:
         trainers["train_deeplab"] = (
             "deeplab",
             lambda config, output, steps: run_train_deeplab(config, "pseudo", semantic, output, max_steps=steps),
@@ -96,6 +104,9 @@ def _inference_functions(config: RunConfig, run: Path) -> dict[str, tuple[dict[b
     """stage -> ({format: model}, predict(model, image) -> tensor) for the run's trained networks."""
     functions: dict[str, tuple[dict[bool, Any], Callable[..., Any]]] = {}
     models = run / "models"
+    for stage, name in (("make_cam", "cam.pt"), ("irnet_infer", "irnet.pt"), ("deeplab_infer", "deeplab_pseudo.pt")):
+        if not (models / name).exists():
+            logger.warning("%s left out: no %s", stage, models / name)
     if (models / "cam.pt").exists():
         infer = config.cam.infer
 
@@ -129,10 +140,11 @@ def inference_speeds(config: RunConfig, run: Path, images: int) -> dict[str, dic
     dataset = open_run_dataset(config)
     plan = shard_plan(config)
     val_split = config.dataset.val_split
+    infer_ids = plan.all_ids("infer")[:images]
     photo_ids = {
-        "make_cam": plan.all_ids("infer")[:images],
-        "irnet_infer": plan.all_ids("infer")[:images],
-        "deeplab_infer": (split_ids(config, val_split) if val_split else plan.all_ids("infer"))[:images],
+        "make_cam": infer_ids,
+        "irnet_infer": infer_ids,
+        "deeplab_infer": split_ids(config, val_split)[:images] if val_split else infer_ids,
     }
     results: dict[str, dict[str, float]] = {}
     for stage, (models, predict) in _inference_functions(config, run).items():
@@ -161,8 +173,7 @@ def main() -> None:
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logger.setLevel(logging.INFO)
-    base = load_config(options.run / "config.yaml")
-    config = base.model_copy(update={"compute": base.compute.model_copy(update={"threads": options.threads})})
+    config = _with_compute(load_config(options.run / "config.yaml"), threads=options.threads)
     torch.set_num_threads(options.threads)
     print(f"run {options.run}; {options.threads} threads; CPU kernels {torch.backends.cpu.get_cpu_capability()}")
     if options.train_steps > 0:

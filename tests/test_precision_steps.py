@@ -138,7 +138,8 @@ def test_cam_and_irnet_steps_under_bfloat16_store_float32(configs: dict[str, Pat
     assert formats.returncode == 0, formats.stderr[-3000:]
     for stage in ("train_cam", "train_irnet"):
         assert re.search(rf"\| {stage} \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|", formats.stdout), formats.stdout
-    assert "train_deeplab" not in formats.stdout  # the run has no pseudo labels
+    assert "train_deeplab" not in formats.stdout  # the run has no pseudo labels: left out and named
+    assert "train_deeplab left out" in formats.stderr and "deeplab_infer left out" in formats.stderr
     for stage in ("make_cam", "irnet_infer"):
         row = re.search(rf"\| {stage} \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| ([0-9.e+-]+) \|", formats.stdout)
         assert row, formats.stdout
