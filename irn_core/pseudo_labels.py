@@ -226,7 +226,7 @@ def otsu_thresholds(
 class _Scored:
     normalised: torch.Tensor  # (C, H, W) upsampled scores divided by their global maximum
     assignment: torch.Tensor  # (H, W) int64, 0 background, j+1 channel j
-    margin: torch.Tensor  # (H, W) the best channel's score divided by its threshold
+    margin: torch.Tensor | None  # (H, W) the best channel's score divided by its threshold; None: not asked for
 
 
 def _rule_assignment(
@@ -236,10 +236,11 @@ def _rule_assignment(
     bg_threshold: float,
     walked_ones: torch.Tensor | None,
     threshold_rule: str,
+    with_margin: bool = True,
 ) -> _Scored | None:
     """Upsampled class scores divided by their global max ``(C, H, W)``, the argmax assignment
     ``(H, W)`` (0 background, j+1 channel j) under ``threshold_rule`` and the margin ``(H, W)`` (the largest
-    ratio of a channel's score to its threshold); None if the maximum is not > 0.
+    ratio of a channel's score to its threshold; None unless ``with_margin``); None if the maximum is not > 0.
 
     ``"fixed"``: the background is ``bg_threshold`` (reference) or, given the walked map of ones ``(h, w)``,
     ``bg_threshold ·`` its upsampled walk divided by the same maximum ``(H, W)``. ``"otsu"``: each channel on
@@ -255,13 +256,12 @@ def _rule_assignment(
     ones = None if walked_ones is None else _upsample(walked_ones.unsqueeze(0), image_size, stride)[0]
     tiny = torch.finfo(normalised.dtype).tiny
     if threshold_rule == "fixed":
-        background = bg_threshold if ones is None else ones * (bg_threshold / maximum)
-        assignment = _assignment(normalised, background)
         if ones is None:
-            margin = normalised.max(0).values / max(bg_threshold, tiny)
+            background = torch.full(normalised.shape[1:], bg_threshold, dtype=normalised.dtype, device=normalised.device)
         else:
-            margin = normalised.max(0).values / (ones * (bg_threshold / maximum)).clamp_min(tiny)
-        return _Scored(normalised, assignment, margin)
+            background = ones * (bg_threshold / maximum)
+        margin = normalised.max(0).values / background.clamp_min(tiny) if with_margin else None
+        return _Scored(normalised, _assignment(normalised, background), margin)
     if ones is None:
         scaled, defined = normalised, None
     else:
@@ -269,7 +269,7 @@ def _rule_assignment(
         scaled = upsampled / ones.clamp_min(tiny) * defined
     thresholds = otsu_thresholds(scaled, defined).to(dtype=scaled.dtype)
     ratios = scaled / thresholds[:, None, None]
-    return _Scored(normalised, _assignment(ratios, 1.0), ratios.max(0).values)
+    return _Scored(normalised, _assignment(ratios, 1.0), ratios.max(0).values if with_margin else None)
 
 
 def _check_threshold_rule(threshold_rule: str, context: str) -> None:
@@ -305,7 +305,7 @@ def _instances_from_walk(
     walked_ones: torch.Tensor | None = None,
     threshold_rule: str = "fixed",
 ) -> InstanceLabels:
-    scored = _rule_assignment(walked, image_size, stride, bg_threshold, walked_ones, threshold_rule)
+    scored = _rule_assignment(walked, image_size, stride, bg_threshold, walked_ones, threshold_rule, with_margin=False)
     if scored is None:
         empty = np.zeros((0,), dtype=np.int64)
         return InstanceLabels(
