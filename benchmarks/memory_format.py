@@ -102,36 +102,33 @@ def training_speeds(config: RunConfig, run: Path, steps: int, repeats: int) -> d
 
 def _inference_functions(config: RunConfig, run: Path) -> dict[str, tuple[dict[bool, Any], Callable[..., Any]]]:
     """stage -> ({format: model}, predict(model, image) -> tensor) for the run's trained networks."""
+    cam_infer, pad_to, deeplab_infer = config.cam.infer, config.irnet.infer.pad_to, config.deeplab.infer
+
+    def cams(model: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
+        base = cam_base_scale(config, image.shape[0], image.shape[1])
+        return multiscale_cams(model, image, scales=cam_infer.scales, flip=cam_infer.flip, base_scale=base)[1]
+
+    def relations(model: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
+        boundary, displacement = boundary_and_displacement(model, image, pad_to=pad_to)
+        return torch.cat([boundary.float().reshape(-1), displacement.float().reshape(-1)])
+
+    def probabilities(model: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
+        return ensemble_probabilities(model, image, scales=deeplab_infer.scales, flip=deeplab_infer.flip)
+
+    stages: dict[str, tuple[str, Callable[[RunConfig, Path], Any], Callable[..., Any]]] = {
+        "make_cam": ("cam.pt", lambda stage_config, path: load_cam_network(stage_config, path, CPU), cams),
+        "irnet_infer": ("irnet.pt", lambda stage_config, path: load_irnet(stage_config, path, CPU), relations),
+        "deeplab_infer": (
+            "deeplab_pseudo.pt", lambda stage_config, path: load_deeplab(stage_config, path, CPU)[0], probabilities,
+        ),
+    }
     functions: dict[str, tuple[dict[bool, Any], Callable[..., Any]]] = {}
-    models = run / "models"
-    for stage, name in (("make_cam", "cam.pt"), ("irnet_infer", "irnet.pt"), ("deeplab_infer", "deeplab_pseudo.pt")):
-        if not (models / name).exists():
-            logger.warning("%s left out: no %s", stage, models / name)
-    if (models / "cam.pt").exists():
-        infer = config.cam.infer
-
-        def cams(model: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
-            base = cam_base_scale(config, image.shape[0], image.shape[1])
-            return multiscale_cams(model, image, scales=infer.scales, flip=infer.flip, base_scale=base)[1]
-
-        functions["make_cam"] = ({fmt: load_cam_network(_with_format(config, fmt), models / "cam.pt", CPU)
-                                  for fmt in FORMATS}, cams)
-    if (models / "irnet.pt").exists():
-
-        def relations(model: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
-            boundary, displacement = boundary_and_displacement(model, image, pad_to=config.irnet.infer.pad_to)
-            return torch.cat([boundary.float().reshape(-1), displacement.float().reshape(-1)])
-
-        functions["irnet_infer"] = ({fmt: load_irnet(_with_format(config, fmt), models / "irnet.pt", CPU)
-                                     for fmt in FORMATS}, relations)
-    if (models / "deeplab_pseudo.pt").exists():
-        infer = config.deeplab.infer
-
-        def probabilities(model: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
-            return ensemble_probabilities(model, image, scales=infer.scales, flip=infer.flip)
-
-        functions["deeplab_infer"] = ({fmt: load_deeplab(_with_format(config, fmt), models / "deeplab_pseudo.pt",
-                                                         CPU)[0] for fmt in FORMATS}, probabilities)
+    for stage, (name, load, predict) in stages.items():
+        path = run / "models" / name
+        if not path.exists():
+            logger.warning("%s left out: no %s", stage, path)
+            continue
+        functions[stage] = ({fmt: load(_with_format(config, fmt), path) for fmt in FORMATS}, predict)
     return functions
 
 

@@ -257,7 +257,7 @@ def _rule_assignment(
     tiny = torch.finfo(normalised.dtype).tiny
     if threshold_rule == "fixed":
         if ones is None:
-            background = torch.full(normalised.shape[1:], bg_threshold, dtype=normalised.dtype, device=normalised.device)
+            background = torch.full_like(normalised[0], bg_threshold)
         else:
             background = ones * (bg_threshold / maximum)
         margin = normalised.max(0).values / background.clamp_min(tiny) if with_margin else None
