@@ -2,9 +2,11 @@
 
 ``start_cluster.sh`` writes a minimal slurm.conf into a temporary folder (so the client commands find
 it through ``SLURM_CONF``, the setting that used to make every job fail inside its job step), with no
-job accounting (the executor polls with squeue). The synthetic workflow runs through Snakemake's SLURM
-executor with the shipped profile; one job fails once on purpose and must be retried; the products
-must equal a local run of the same config. The cluster is stopped afterwards, also on failure.
+job accounting (the executor polls with squeue). The synthetic workflow up to the evaluation's summary
+(the report, a rendering of the same products, is left out to keep the test short) runs through
+Snakemake's SLURM executor with the shipped profile; one job fails once on purpose and must be retried;
+the products must equal a local run of the same config. The cluster is stopped afterwards, also on
+failure.
 Skipped only where SLURM is not installed (outside CI; ``.ci/run`` installs it).
 """
 
@@ -52,6 +54,7 @@ CONFIG = {
     },
     "compute": {"device": "cpu", "threads": 1, "rule_resources": {"default": {"mem_mb": 1000, "runtime": 30}}},
 }
+TARGET = f"results/{CONFIG['name']}/evaluation/summary.md"
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def slurm_conf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def _snakemake(workdir: Path, *extra: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
-               "--configfile", str(workdir / "config.yaml"), "--directory", str(workdir), *extra]
+               "--configfile", str(workdir / "config.yaml"), "--directory", str(workdir), *extra, TARGET]
     return subprocess.run(command, capture_output=True, text=True, timeout=1500, env=environment)
 
 
@@ -107,7 +110,8 @@ def test_workflow_on_slurm_retries_a_failed_job_and_equals_a_local_run(slurm_con
         "--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=30",
         # fewer, larger SLURM jobs keep the test short: each job starts Python twice
         "--groups", "make_cam=cam_and_ir_labels", "ir_labels=cam_and_ir_labels", "irnet_infer=irnet_and_pseudo",
-        "pseudo_labels=irnet_and_pseudo",
+        "pseudo_labels=irnet_and_pseudo", "evaluate_semantic=evaluation", "evaluate_instances=evaluation",
+        "summary=evaluation",  # two evaluations side by side: a group job asks for what runs at once
         "--group-components", "cam_and_ir_labels=2", "irnet_and_pseudo=2",
         "--jobs", "4",
         environment=environment,
