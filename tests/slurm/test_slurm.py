@@ -83,10 +83,9 @@ def slurm_conf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         subprocess.run([str(SCRIPTS / "stop_cluster.sh"), str(directory)], capture_output=True, timeout=120)
 
 
-def _snakemake(workdir: Path, *extra: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
-               "--configfile", str(workdir / "config.yaml"), "--directory", str(workdir), *extra, TARGET]
-    return subprocess.run(command, capture_output=True, text=True, timeout=1500, env=environment)
+def _command(workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
+            "--configfile", str(workdir / "config.yaml"), "--directory", str(workdir), *extra, TARGET]
 
 
 @pytest.mark.slow
@@ -103,19 +102,18 @@ def test_workflow_on_slurm_retries_a_failed_job_and_equals_a_local_run(slurm_con
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "IRN_TEST_FAIL_ONCE": f"make-cam:{marker}",
     }
-    result = _snakemake(
-        on_slurm,
-        "--profile", str(ROOT / "config" / "profiles" / "slurm"),
-        "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
-        "--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=30",
-        # fewer, larger SLURM jobs keep the test short: each job starts Python twice
-        "--groups", "make_cam=cam_and_ir_labels", "ir_labels=cam_and_ir_labels", "irnet_infer=irnet_and_pseudo",
-        "pseudo_labels=irnet_and_pseudo", "evaluate_semantic=evaluation", "evaluate_instances=evaluation",
-        "summary=evaluation",  # two evaluations side by side: a group job asks for what runs at once
-        "--group-components", "cam_and_ir_labels=2", "irnet_and_pseudo=2",
-        "--jobs", "4",
-        environment=environment,
-    )
+    # the local run to compare with runs meanwhile: the SLURM run mostly waits for its status checks
+    local_environment = {key: value for key, value in environment.items() if key != "IRN_TEST_FAIL_ONCE"}
+    local_log = tmp_path / "local.log"
+    with local_log.open("w") as log:
+        local_run = subprocess.Popen(_command(local, "--cores", "2"), stdout=log, stderr=subprocess.STDOUT,
+                                     env=local_environment)
+    try:
+        result = _run_on_slurm(on_slurm, environment)
+        local_returncode = local_run.wait(timeout=1500)
+    finally:
+        if local_run.poll() is None:
+            local_run.kill()
     output = result.stdout + result.stderr
     if result.returncode != 0:
         logs = "\n".join(f"--- {path}\n{path.read_text()[-1500:]}" for path in sorted(on_slurm.rglob("*.log"))[-12:])
@@ -128,9 +126,23 @@ def test_workflow_on_slurm_retries_a_failed_job_and_equals_a_local_run(slurm_con
     run = on_slurm / "results" / "slurm"
     assert (run / "evaluation" / "summary.md").exists()
 
-    local_environment = {key: value for key, value in environment.items() if key != "IRN_TEST_FAIL_ONCE"}
-    result = _snakemake(local, "--cores", "2", environment=local_environment)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert local_returncode == 0, local_log.read_text()[-4000:]
     comparison = compare_runs(run, local / "results" / "slurm")
     assert comparison.identical, comparison.report()
     assert [stage.stage for stage in comparison.stages][:3] == ["models/cam.pt", "cam", "ir_labels"]
+
+
+def _run_on_slurm(workdir: Path, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = _command(
+        workdir,
+        "--profile", str(ROOT / "config" / "profiles" / "slurm"),
+        "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
+        "--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=30",
+        # fewer, larger SLURM jobs keep the test short: each job starts Python twice
+        "--groups", "make_cam=cam_and_ir_labels", "ir_labels=cam_and_ir_labels", "irnet_infer=irnet_and_pseudo",
+        "pseudo_labels=irnet_and_pseudo", "evaluate_semantic=evaluation", "evaluate_instances=evaluation",
+        "summary=evaluation",  # two evaluations side by side: a group job asks for what runs at once
+        "--group-components", "cam_and_ir_labels=2", "irnet_and_pseudo=2",
+        "--jobs", "4",
+    )
+    return subprocess.run(command, capture_output=True, text=True, timeout=1500, env=environment)
