@@ -213,6 +213,12 @@ class CRFConfig(_Section):
 class IRLabelConfig(_Section):
     fg_threshold: float = Field(0.30, ge=0, le=1, description="background score for the foreground-confident map")
     bg_threshold: float = Field(0.05, ge=0, le=1, description="background score for the background-confident map")
+    fg_threshold_rule: Literal["fixed", "otsu"] = Field(
+        "fixed",
+        description="'fixed' (reference): every class of every image is foreground-confident above fg_threshold; "
+        "'otsu': each present class of each image above the larger of fg_threshold and Otsu's cut of its CAM, so "
+        "that a CAM spread over the scene keeps only its high part as confident foreground (docs/real_photos.md)",
+    )
     crf: CRFConfig = CRFConfig()
 
 

@@ -85,6 +85,7 @@ def run_ir_labels(config: RunConfig, shard_index: int, cam_path: Path, output: P
                     stored["class_ids"],
                     fg_threshold=settings.fg_threshold,
                     bg_threshold=settings.bg_threshold,
+                    fg_threshold_rule=settings.fg_threshold_rule,
                     image_id=image_id,
                     **crf,
                 )

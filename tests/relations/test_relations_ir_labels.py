@@ -8,7 +8,7 @@ import pytest
 import irn_core.ir_labels
 from irn_core.crf import dense_crf_labels
 from irn_core.errors import InputError
-from irn_core.ir_labels import confident_region_labels
+from irn_core.ir_labels import confident_region_labels, foreground_thresholds
 
 
 def _three_band_image() -> np.ndarray:
@@ -73,6 +73,45 @@ def test_ir_labels_on_a_tiny_image() -> None:
     assert np.all(labels[:, :12] == 7)
     assert np.all(labels[:, 12:24] == 255)
     assert np.all(labels[:, 24:] == 0)
+
+
+def test_otsu_rule_keeps_only_the_high_part_of_a_cam_spread_over_the_scene(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fg_threshold_rule="otsu"``, CRF replaced by the identity: per channel, the larger of 0.30 and Otsu's cut."""
+    monkeypatch.setattr(irn_core.ir_labels, "dense_crf_labels", lambda image, labels, n_labels, **_: labels)
+    spread = np.full((1, 10), 0.35, np.float32)
+    spread[0, :4] = 0.95  # the object's peak; the scene at 0.35, above the fixed threshold
+    narrow = np.zeros((1, 10), np.float32)
+    narrow[0, 6:] = 0.2  # every value under 0.30: Otsu's cut (0.01) is raised to 0.30
+    cams = np.stack([spread, narrow])
+    thresholds = foreground_thresholds(cams, 0.30, "otsu")
+    np.testing.assert_allclose(thresholds, [0.36, 0.30])  # the upper edge of the 0.35 bin; the floor
+    image = np.zeros((1, 10, 3), np.uint8)
+    fixed = confident_region_labels(image, cams, [2, 7])
+    otsu = confident_region_labels(image, cams, [2, 7], fg_threshold_rule="otsu")
+    np.testing.assert_array_equal(fixed, [[3, 3, 3, 3, 3, 3, 3, 3, 3, 3]])
+    np.testing.assert_array_equal(otsu, [[3, 3, 3, 3, 255, 255, 255, 255, 255, 255]])
+    np.testing.assert_allclose(foreground_thresholds(cams, 0.30, "fixed"), [0.30, 0.30])
+
+
+def test_otsu_rule_equals_the_reference_rule_at_the_otsu_threshold() -> None:
+    """One class, the real CRF: the otsu rule gives the reference's labels with ``fg_threshold`` = its threshold."""
+    image = _three_band_image()
+    cams = np.zeros((1, 24, 36), dtype=np.float32)
+    cams[0, :, :12] = 0.9
+    cams[0, :, 12:24] = 0.45  # the scene: foreground under 0.30, not under Otsu's cut
+    cams[0, :, 24:] = 0.1
+    threshold = float(foreground_thresholds(cams, 0.30, "otsu")[0])
+    assert 0.45 < threshold < 0.95
+    otsu = confident_region_labels(image, cams, [6], bg_threshold=0.05, fg_threshold_rule="otsu")
+    reference = confident_region_labels(image, cams, [6], fg_threshold=threshold, bg_threshold=0.05)
+    np.testing.assert_array_equal(otsu, reference)
+    assert np.all(otsu[:, :12] == 7) and np.all(otsu[:, 12:24] == 255)
+    assert np.all(confident_region_labels(image, cams, [6], bg_threshold=0.05)[:, 12:24] == 7)
+
+
+def test_unknown_foreground_rule_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="fg_threshold_rule"):
+        foreground_thresholds(np.zeros((1, 2, 2), np.float32), 0.30, "median")
 
 
 @pytest.mark.parametrize(
