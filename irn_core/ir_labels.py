@@ -20,7 +20,7 @@ import torch
 
 from irn_core.crf import dense_crf_labels
 from irn_core.errors import InputError
-from irn_core.pseudo_labels import otsu_thresholds
+from irn_core.thresholds import otsu_thresholds
 from irn_core.relations import _inputs
 
 __all__ = ["confident_region_labels", "foreground_thresholds", "IGNORE_LABEL"]
@@ -38,7 +38,7 @@ def foreground_thresholds(cams: np.ndarray, fg_threshold: float, rule: str = "fi
     """The foreground-confident threshold of each CAM channel: ``(K,)`` float32.
 
     ``rule`` "fixed": ``fg_threshold`` for every channel; "otsu": the larger of ``fg_threshold`` and
-    Otsu's cut of the channel's values (:func:`irn_core.pseudo_labels.otsu_thresholds`, 100 bins on [0, 1]).
+    Otsu's cut of the channel's values (:func:`irn_core.thresholds.otsu_thresholds`, 100 bins on [0, 1]).
 
     Args:
         cams: ``(K, H, W)`` max-normalised CAMs.

@@ -16,15 +16,14 @@ from synthetic_scenes import random_scene
 from irn_core.config import RandomWalkConfig
 from irn_core.errors import InputError
 from irn_core.pseudo_labels import (
-    OTSU_LIMITS,
     instance_labels,
-    otsu_thresholds,
     semantic_and_instance_labels,
     semantic_and_instance_labels_with_margin,
     semantic_label,
     uncertain_mask,
 )
 from irn_core.random_walk import propagate_dense
+from irn_core.thresholds import OTSU_LIMITS, otsu_thresholds
 
 
 def _otsu_restated(values: np.ndarray, bins: int = 100) -> float:
