@@ -20,8 +20,8 @@ import torch
 
 from irn_core.crf import dense_crf_labels
 from irn_core.errors import InputError
-from irn_core.thresholds import otsu_thresholds
 from irn_core.relations import _inputs
+from irn_core.thresholds import otsu_thresholds
 
 __all__ = ["confident_region_labels", "foreground_thresholds", "IGNORE_LABEL"]
 

@@ -66,10 +66,10 @@ from irn_core.errors import InputError
 from irn_core.instances import InstanceLabels, cluster_centroids, detect_instances, find_centroids
 from irn_core.random_walk import propagate
 from irn_core.relations import _inputs
-from irn_core.thresholds import OTSU_BINS, OTSU_LIMITS, otsu_thresholds
+from irn_core.thresholds import otsu_thresholds
 
 __all__ = [
-    "Background", "InstanceLabels", "ThresholdRule", "OTSU_BINS", "OTSU_LIMITS", "otsu_thresholds", "semantic_label", "instance_labels",
+    "Background", "InstanceLabels", "ThresholdRule", "otsu_thresholds", "semantic_label", "instance_labels",
     "semantic_and_instance_labels", "semantic_and_instance_labels_with_margin", "uncertain_mask",
 ]
 
