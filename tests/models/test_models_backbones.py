@@ -453,3 +453,65 @@ def test_efficientnet_lite_input_adapter_matches_stem_batchnorm_statistics(real_
         log_variance_ratio[adapter] = float(ratio.log().median())
     assert abs(log_variance_ratio["tensorflow_lite"]) < 0.3
     assert log_variance_ratio["none"] > 1.0  # ImageNet-normalised input is ~2.2x too wide
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_folded_fixed_batchnorm_matches_the_unfolded_network_in_float64(channels_last: bool) -> None:
+    """EfficientNet-Lite's fixed BatchNorms are folded into their convolutions (and ReLU6 and the residual sums
+    run in place): outputs and gradients must be those of the plain conv -> BatchNorm (eval) -> ReLU6 network,
+    restated here by ``nn.BatchNorm2d`` in eval mode, which runs unfolded. In float64 they agree to rounding;
+    in float32 the folded network is as close to the float64 result as the unfolded one is."""
+    torch.manual_seed(0)
+    folded = backbones.build_backbone("efficientnet_lite0", weights=None, frozen_batchnorm=True)
+    for module in folded.modules():  # non-trivial statistics (a random network's are 0 and 1)
+        if isinstance(module, FixedBatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    plain = backbones.build_backbone("efficientnet_lite0", weights=None, frozen_batchnorm=False)
+    plain.load_state_dict(folded.state_dict())
+    plain.eval()
+    truth = backbones.build_backbone("efficientnet_lite0", weights=None, frozen_batchnorm=False).double()
+    truth.load_state_dict(folded.state_dict())
+    truth.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    image = torch.randn(2, 3, 70, 52)
+
+    def outputs_and_gradients(network: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
+        network.to(memory_format=memory_format)
+        network.zero_grad(set_to_none=True)
+        x = image.to(dtype).contiguous(memory_format=memory_format).requires_grad_()
+        features = network(x)
+        weights = [torch.randn(f.shape, generator=torch.Generator().manual_seed(i)) for i, f in enumerate(features)]
+        sum((f * w.to(dtype)).sum() for f, w in zip(features, weights, strict=True)).backward()
+        named = dict(network.named_parameters())
+        return [f.detach().double() for f in features] + [x.grad.double()] + [
+            named[name].grad.double() for name in sorted(named)
+        ]
+
+    def worst(values: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+        return max(float((v - r).norm() / r.norm()) for v, r in zip(values, reference, strict=True))
+
+    reference = outputs_and_gradients(truth, torch.float64)
+    assert worst(outputs_and_gradients(folded.double(), torch.float64), reference) < 1e-12
+    folded.float()
+    folded_error = worst(outputs_and_gradients(folded, torch.float32), reference)
+    plain_error = worst(outputs_and_gradients(plain, torch.float32), reference)
+    assert folded_error < 1e-4
+    assert folded_error < 10 * plain_error
+
+
+def test_fixed_batchnorm_fold_is_the_affine_map_of_its_statistics() -> None:
+    norm = FixedBatchNorm2d(3, eps=1e-3)
+    norm.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    norm.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+    norm.weight.data.copy_(torch.tensor([2.0, 1.0, -1.0]))
+    norm.bias.data.copy_(torch.tensor([0.0, 1.0, 3.0]))
+    weight = torch.ones(3, 1, 1, 1)
+    folded_weight, folded_bias = norm.fold(weight)
+    scale = torch.tensor([2.0, 1.0, -1.0]) / torch.sqrt(torch.tensor([4.0, 0.25, 1.0]) + 1e-3)
+    torch.testing.assert_close(folded_weight.view(-1), scale)
+    torch.testing.assert_close(folded_bias, torch.tensor([0.0, 1.0, 3.0]) - torch.tensor([0.5, -1.0, 2.0]) * scale)
+    x = torch.randn(1, 3, 4, 4)
+    torch.testing.assert_close(F.conv2d(x, folded_weight, folded_bias, groups=3), norm(F.conv2d(x, weight, groups=3)))
