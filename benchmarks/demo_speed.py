@@ -51,7 +51,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "relations"))  # the former stacks, kept as test oracles
 
-from relations_oracles import sliced_destinations, sliced_path_max  # noqa: E402
+from relations_oracles import sliced_destinations, sliced_path_max, stacked_displacement_sums  # noqa: E402
 
 from irn_core.cam.infer import multiscale_cams  # noqa: E402
 from irn_core.deeplab.train import DeepLabTrainSettings, build_deeplab  # noqa: E402
@@ -77,16 +77,22 @@ def former_stacks() -> Iterator[None]:
     def destinations(values: torch.Tensor, index: PathIndex) -> torch.Tensor:
         return sliced_destinations(values, index.radius)
 
-    saved = losses.boundary_to_affinity, losses.destination_stack
-    losses.boundary_to_affinity, losses.destination_stack = affinity, destinations
+    def displacement_sums(displacement: torch.Tensor, index: PathIndex, fg_pos: torch.Tensor,
+                          bg_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return stacked_displacement_sums(displacement, index, fg_pos, bg_pos, destinations)
+
+    saved = losses.boundary_to_affinity, losses._displacement_sums
+    losses.boundary_to_affinity, losses._displacement_sums = affinity, displacement_sums
     try:
         yield
     finally:
-        losses.boundary_to_affinity, losses.destination_stack = saved
+        losses.boundary_to_affinity, losses._displacement_sums = saved
 
 
-def _padded_copy_forward(self: SamePaddingConv2d, x: torch.Tensor) -> torch.Tensor:
-    """SamePaddingConv2d.forward before: always F.pad, then an unpadded convolution."""
+def _padded_copy_convolve(
+    self: SamePaddingConv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SamePaddingConv2d's convolution before: always F.pad, then an unpadded convolution."""
     padding = []
     for axis in (3, 2):
         size, stride = x.shape[axis], self.stride[axis - 2]
@@ -95,17 +101,17 @@ def _padded_copy_forward(self: SamePaddingConv2d, x: torch.Tensor) -> torch.Tens
         padding.extend((total // 2, total - total // 2))
     if any(padding):
         x = F.pad(x, padding)
-    return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+    return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
 @contextlib.contextmanager
 def padded_copies() -> Iterator[None]:
-    saved = SamePaddingConv2d.forward
-    SamePaddingConv2d.forward = _padded_copy_forward  # type: ignore[method-assign]
+    saved = SamePaddingConv2d.convolve
+    SamePaddingConv2d.convolve = _padded_copy_convolve  # type: ignore[method-assign]
     try:
         yield
     finally:
-        SamePaddingConv2d.forward = saved  # type: ignore[method-assign]
+        SamePaddingConv2d.convolve = saved  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

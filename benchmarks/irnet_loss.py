@@ -3,7 +3,7 @@
 The displacement terms of :func:`irn_core.relations.losses.affinity_displacement_loss` sum
 ``|D(s) − D(t) − δ|`` and ``|D(s) − D(t)|`` over every pair of the source window. Before, they were
 computed on the ``(B, 2, D, hs, ws)`` stack of every direction's destinations (restated below as
-``stacked``); now one direction at a time on views of the map. This script times both, forward and
+``stacked``, :func:`relations_oracles.stacked_displacement_sums`); now one direction at a time on views of the map. This script times both, forward and
 backward, on IRNet's training size (batch 16, crop 256 -> 64x64 at stride 4, radius 10) in the same
 process, alternating, and prints the ratio and the largest difference of the values and gradients.
 It also times the whole loss (affinity terms included) as the library computes it.
@@ -16,26 +16,21 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from irn_core.relations.losses import _displacement_sums, affinity_displacement_loss
-from irn_core.relations.pair_labels import destination_stack, pair_labels
-from irn_core.relations.path_index import PathIndex, path_index
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "relations"))  # the former forms
+
+from relations_oracles import stacked_displacement_sums  # noqa: E402
+
+from irn_core.relations.losses import _displacement_sums, affinity_displacement_loss  # noqa: E402
+from irn_core.relations.pair_labels import destination_stack, pair_labels  # noqa: E402
+from irn_core.relations.path_index import path_index  # noqa: E402
 
 logger = logging.getLogger("irnet_loss")
-
-
-def stacked(displacement: torch.Tensor, index: PathIndex, fg_pos: torch.Tensor,
-            bg_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The displacement sums on the (B, 2, D, hs, ws) stack of destinations (the earlier form)."""
-    rows, cols = index.source_window(displacement.shape[2], displacement.shape[3])
-    pair = displacement[:, :, rows, cols].unsqueeze(2) - destination_stack(displacement, index)
-    target = torch.tensor(index.directions.T.copy(), dtype=displacement.dtype).view(1, 2, -1, 1, 1)
-    fg_sum = (torch.abs(pair - target) * fg_pos.unsqueeze(1)).sum()
-    bg_sum = (torch.abs(pair) * bg_pos.unsqueeze(1)).sum()
-    return fg_sum, bg_sum
 
 
 def timed(function, displacement: torch.Tensor) -> tuple[float, tuple[float, float], torch.Tensor]:
@@ -70,7 +65,7 @@ def main() -> None:
     logits = torch.randn((arguments.batch, 1, arguments.size, arguments.size), generator=generator, requires_grad=True)
 
     forms = {
-        "stacked": lambda: stacked(displacement, index, fg_pos, bg_pos),
+        "stacked": lambda: stacked_displacement_sums(displacement, index, fg_pos, bg_pos, destination_stack),
         "per_direction": lambda: _displacement_sums(displacement, index, fg_pos, bg_pos),
     }
     times: dict[str, list[float]] = {name: [] for name in forms}

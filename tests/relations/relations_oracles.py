@@ -7,11 +7,13 @@ except for :func:`irn_core.random_walk.propagate_dense`, itself the literal refe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from irn_core.relations.path_index import path_index
+from irn_core.relations.path_index import PathIndex, path_index
 
 
 def path_points_brute_force(dy: int, dx: int) -> set[tuple[int, int]]:
@@ -201,3 +203,21 @@ def sliced_path_max(boundary: torch.Tensor, radius: float) -> torch.Tensor:
         gathered = torch.stack(points, dim=1).view(boundary.shape[0], group.count, group.length, height, width)
         maxima.append(gathered.max(dim=2).values)
     return torch.cat(maxima, dim=1)
+
+
+def stacked_displacement_sums(
+    displacement: torch.Tensor,
+    index: PathIndex,
+    fg_pos: torch.Tensor,
+    bg_pos: torch.Tensor,
+    destinations: Callable[[torch.Tensor, PathIndex], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The former displacement sums of IRNet's loss, ``(Σ fg_pos·|D(s) − D(t) − δ|, Σ bg_pos·|D(s) − D(t)|)``,
+    on the ``(B, 2, D, hs, ws)`` stack of every direction's destinations that ``destinations(displacement,
+    index)`` builds (``destination_stack``, or the older slices of :func:`sliced_destinations`)."""
+    rows, cols = index.source_window(displacement.shape[2], displacement.shape[3])
+    pair = displacement[:, :, rows, cols].unsqueeze(2) - destinations(displacement, index)
+    target = torch.tensor(index.directions.T.copy(), dtype=displacement.dtype).view(1, 2, -1, 1, 1)
+    fg_sum = (torch.abs(pair - target) * fg_pos.unsqueeze(1)).sum()
+    bg_sum = (torch.abs(pair) * bg_pos.unsqueeze(1)).sum()
+    return fg_sum, bg_sum

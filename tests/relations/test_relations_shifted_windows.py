@@ -9,9 +9,10 @@ import torch
 
 from irn_core.errors import InputError
 from irn_core.relations.affinity import boundary_to_path_max
-from irn_core.relations.pair_labels import destination_stack
+from irn_core.relations.losses import _displacement_sums
+from irn_core.relations.pair_labels import destination_stack, pair_labels
 from irn_core.relations.path_index import path_index, shifted_windows
-from relations_oracles import sliced_destinations, sliced_path_max
+from relations_oracles import sliced_destinations, sliced_path_max, stacked_displacement_sums
 
 
 def test_shifted_windows_are_the_slices() -> None:
@@ -58,3 +59,28 @@ def test_full_region_path_maximum_with_and_without_autograd_agree() -> None:
     expected = boundary_to_path_max(boundary, index, region="full")
     actual = boundary_to_path_max(boundary.clone().requires_grad_(True), index, region="full")
     assert torch.equal(actual.detach(), expected)
+
+
+def test_per_direction_displacement_sums_equal_the_stacked_form_with_their_gradients() -> None:
+    """The loss's displacement terms, one direction at a time on views of the map, against the former
+    (B, 2, D, hs, ws) stack of destinations: the same sums and gradients up to float64 rounding."""
+    generator = torch.Generator().manual_seed(3)
+    index = path_index(5)
+    labels = torch.randint(0, 3, (2, 20, 23), generator=generator).to(torch.uint8)
+    labels[:, :3] = 255
+    masks = pair_labels(labels, index)
+    fg_pos, bg_pos = masks.fg_pos.double(), masks.bg_pos.double()
+    gradients, sums = [], []
+    for form in ("per_direction", "stacked"):
+        displacement = (3 * torch.randn((2, 2, 20, 23), generator=torch.Generator().manual_seed(4),
+                                        dtype=torch.float64)).requires_grad_()
+        if form == "per_direction":
+            fg_sum, bg_sum = _displacement_sums(displacement, index, fg_pos, bg_pos)
+        else:
+            fg_sum, bg_sum = stacked_displacement_sums(displacement, index, fg_pos, bg_pos, destination_stack)
+        (fg_sum + 2 * bg_sum).backward()
+        sums.append(torch.stack([fg_sum, bg_sum]).detach())
+        gradients.append(displacement.grad)
+    assert float(sums[1][0]) > 0 and float(sums[1][1]) > 0
+    torch.testing.assert_close(sums[0], sums[1], rtol=1e-12, atol=0)
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-12, atol=1e-12)
