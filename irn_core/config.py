@@ -366,6 +366,14 @@ class ComputeConfig(_Section):
         "mixed precision in bfloat16 (CPU or CUDA) or float16 (CUDA only, with a gradient scaler); losses and "
         "stored outputs stay float32",
     )
+    cpu_allocator: Literal["retain", "system"] = Field(
+        "retain",
+        description="CPU memory of each job's process: 'retain' (on Linux with glibc: large blocks served from the "
+        "malloc heap and freed memory kept for reuse, mallopt M_MMAP_MAX=0 and M_TRIM_THRESHOLD at its largest, so that "
+        "the many tensors of tens of MB a step are not mapped and page-faulted afresh each time; the same values, "
+        "benchmarks/cpu_allocator.py) or 'system' (the C library's defaults); a process's memory then stays at its "
+        "peak until it ends",
+    )
     channels_last: bool = Field(
         False,
         description="convolutional networks (CAM network, IRNet, DeepLab) and their inputs in channels-last memory "

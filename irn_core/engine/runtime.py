@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import random
+import sys
 from typing import Literal
 
 import numpy as np
@@ -45,6 +47,44 @@ def configure_runtime(*, threads: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+MALLOPT_TRIM_THRESHOLD = -1
+MALLOPT_MMAP_MAX = -4
+"""glibc's ``mallopt`` parameters (``M_TRIM_THRESHOLD``, ``M_MMAP_MAX`` of ``<malloc.h>``)."""
+
+
+def retain_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory PyTorch frees, for the rest of this process.
+
+    By default glibc maps every block above its (adaptive, at most 32 MB) threshold with ``mmap`` and unmaps it
+    on ``free``, and gives the top of its heap back past a threshold: a CPU training step that makes and
+    drops many tensors of tens of MB then page-faults (and zeroes) every one of them afresh. With
+    ``M_MMAP_MAX = 0`` every block comes from the heap and with the largest ``M_TRIM_THRESHOLD`` freed memory
+    stays there for the next tensor. Values are unchanged; the process's memory stays at its peak.
+
+    Returns:
+        Whether both settings took (False off Linux, or with a C library without glibc's ``mallopt``).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt(MALLOPT_MMAP_MAX, 0) == 1 and mallopt(MALLOPT_TRIM_THRESHOLD, 2**31 - 1) == 1
+
+
+def configure_allocator(policy: str) -> None:
+    """``compute.cpu_allocator``: ``retain`` calls :func:`retain_freed_memory`; ``system`` leaves malloc alone."""
+    if policy == "system":
+        return
+    if policy != "retain":
+        raise ConfigError(f"compute.cpu_allocator must be 'retain' or 'system', got {policy!r}")
+    if not retain_freed_memory():
+        logger.info("compute.cpu_allocator: retain has no effect here (no glibc mallopt); the system allocator's defaults stay")
 
 
 def seed_everything(seed: int) -> None:

@@ -9,9 +9,8 @@ Representation: ``(B, D, H, W)`` where ``[b, d, y, x]`` relates ``(y, x)`` and
 (0 where the destination is off the map). ``region="source_window"`` returns only the reference's
 training window (rows ``[0, H − rf)`` × cols ``[rf, W − rf)``), whose destinations are all on the map.
 
-Memory: paths are gathered one length-group at a time and reduced with ``max(dim)``, whose
-backward keeps only the argmax indices of the group's output, never the gathered
-``(B, Σ len, N)`` tensor. Speed: with autograd, the window of each distinct path point is gathered
+Memory: paths are gathered one length-group at a time and reduced with ``max(dim)``; the backward
+keeps only each output's argmax point, never the gathered ``(B, Σ len, N)`` tensor. Speed: with autograd, the window of each distinct path point is gathered
 once by one ``index_select`` (:func:`~irn_core.relations.path_index.shifted_windows`) and the groups
 pick from those windows (stored points-first, so that each pick is one contiguous block), so the
 backward is a few ``index_add`` passes rather than one map-sized
@@ -91,15 +90,52 @@ def boundary_to_path_max(
     )
     # points first, so that each selected window (and its gradient) is one contiguous block of the batch
     windows = windows.transpose(0, 1).contiguous()  # (points, B, h_out, w_out)
+    selections = []
     start = 0
     for group in index.groups:
-        # one length-group at a time; max(dim)'s backward keeps only the argmax indices
-        selection = inverse[start : start + group.count * group.length]
+        selections.append(inverse[start : start + group.count * group.length].view(group.count, group.length))
         start += group.count * group.length
-        gathered = windows.index_select(0, selection).view(group.count, group.length, batch, out_height, out_width)
-        group_maxima.append(torch.max(gathered, dim=1).values)
-        del gathered
-    return torch.cat(group_maxima, dim=0).transpose(0, 1).contiguous()
+    return _GroupedPathMax.apply(windows, tuple(selections)).transpose(0, 1).contiguous()
+
+
+class _GroupedPathMax(torch.autograd.Function):
+    """Per path, the largest of its points' windows, with a hand-written gradient.
+
+    ``windows``: ``(P, B, h, w)``, the distinct path points' windows; ``selections``: per length-group a
+    ``(count, length)`` index of each path's points into ``windows``. Returns ``(D, B, h, w)``, the groups'
+    paths in order. Forward: one length-group at a time, gathered and reduced by ``max(dim)``. Backward: the
+    gradient goes to each output's argmax point (the point ``max`` picks, as autograd would), added into
+    ``(P, B, h, w)`` by one ``scatter_add_`` — instead of autograd's zero-filled gradient of every group's
+    gathered ``(count, length, B, h, w)`` tensor and the ``index_add`` back onto the windows.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, windows: torch.Tensor, selections: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        points, trailing = windows.shape[0], windows.shape[1:]
+        flat = windows.reshape(points, -1)
+        maxima, sources = [], []
+        for selection in selections:
+            count, length = selection.shape
+            gathered = flat.index_select(0, selection.reshape(-1)).view(count, length, flat.shape[1])
+            values, position = torch.max(gathered, dim=1)
+            del gathered
+            maxima.append(values)
+            sources.append(torch.gather(selection, 1, position))  # (count, N): the argmax's window
+        ctx.save_for_backward(torch.cat(sources, dim=0))
+        ctx.points = points
+        return torch.cat(maxima, dim=0).view(-1, *trailing)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, gradient: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:
+        (sources,) = ctx.saved_tensors
+        flat_gradient = gradient.reshape(sources.shape)
+        window_gradient = flat_gradient.new_zeros(ctx.points, sources.shape[1])
+        window_gradient.scatter_add_(0, sources, flat_gradient)
+        return window_gradient.view(ctx.points, *gradient.shape[1:]), None
 
 
 def boundary_to_affinity(

@@ -326,8 +326,9 @@ def training_process(config: RunConfig) -> Iterator[tuple[DistributedContext, to
 def prepare_runtime(config: RunConfig, *, local_rank: int | None = None) -> torch.device:
     import torch
 
-    from irn_core.engine.runtime import configure_runtime, resolve_device
+    from irn_core.engine.runtime import configure_allocator, configure_runtime, resolve_device
 
+    configure_allocator(config.compute.cpu_allocator)
     configure_runtime(threads=config.compute.threads, deterministic=config.compute.deterministic)
     if config.compute.cpu_kernels != "native":
         capability = torch.backends.cpu.get_cpu_capability()

@@ -83,8 +83,9 @@ def test_bad_inputs() -> None:
 
 
 def test_backward_keeps_no_gathered_path_tensor() -> None:
-    """What autograd saves is at most affinity-sized (the max's indices, and the gather index of the
-    distinct path points' windows, which has no batch dimension), never the Σ len gather."""
+    """What autograd saves is at most affinity-sized (each output's argmax point, one tensor for every path,
+    and the gather index of the distinct path points' windows, which has no batch dimension), never the
+    Σ len gather."""
     index = path_index(10)
     boundary = torch.rand(2, 24, 30, requires_grad=True)
     saved_sizes: list[int] = []
@@ -96,11 +97,10 @@ def test_backward_keeps_no_gathered_path_tensor() -> None:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         affinity = boundary_to_affinity(boundary, index, region="source_window")
     affinity.sum().backward()
-    largest_group = max(group.count for group in index.groups)
     distinct_points = len({(dy, dx) for group in index.groups for dy, dx in group.offsets.reshape(-1, 2).tolist()})
     window = affinity.shape[-2] * affinity.shape[-1]
     assert distinct_points == 162
-    assert saved_sizes and max(saved_sizes) <= max(2 * largest_group, distinct_points) * window
+    assert saved_sizes and max(saved_sizes) <= max(2 * index.num_directions, distinct_points) * window
     # + each group's choice among the distinct points (2134 in all); vs 2 · 2134 · window for the gather
     points = sum(group.count * group.length for group in index.groups)
     assert sum(saved_sizes) <= (2 * index.num_directions + distinct_points) * window + points
