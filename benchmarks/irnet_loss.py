@@ -6,7 +6,9 @@ computed on the ``(B, 2, D, hs, ws)`` stack of every direction's destinations (r
 ``stacked``, :func:`relations_oracles.stacked_displacement_sums`); now one direction at a time on views of the map. This script times both, forward and
 backward, on IRNet's training size (batch 16, crop 256 -> 64x64 at stride 4, radius 10) in the same
 process, alternating, and prints the ratio and the largest difference of the values and gradients.
-It also times the whole loss (affinity terms included) as the library computes it.
+It then times the path maximum of the affinity terms with the library's hand-written gradient against
+autograd through ``max(dim)`` (restated as :func:`relations_oracles.autograd_grouped_path_max`), and the
+whole loss (affinity terms included) as the library computes it.
 
     python benchmarks/irnet_loss.py [--threads 2] [--repeats 5] [--batch 16] [--size 64]
 """
@@ -24,8 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "relations"))  # the former forms
 
-from relations_oracles import stacked_displacement_sums  # noqa: E402
+from relations_oracles import autograd_grouped_path_max, stacked_displacement_sums  # noqa: E402
 
+from irn_core.relations.affinity import boundary_to_path_max  # noqa: E402
 from irn_core.relations.losses import _displacement_sums, affinity_displacement_loss  # noqa: E402
 from irn_core.relations.pair_labels import destination_stack, pair_labels  # noqa: E402
 from irn_core.relations.path_index import path_index  # noqa: E402
@@ -88,6 +91,30 @@ def main() -> None:
     logger.info("  ratio per_direction / stacked: %.2f", median["per_direction"] / median["stacked"])
     logger.info("  largest relative difference of the sums %.1e, largest gradient difference %.1e",
                 value_difference, gradient_difference)
+
+    path_max_forms = {
+        "autograd": lambda boundary: autograd_grouped_path_max(boundary, index),
+        "library": lambda boundary: boundary_to_path_max(boundary, index, region="source_window"),
+    }
+    boundary = torch.sigmoid(logits.detach()[:, 0])
+    rows, cols = index.source_window(*boundary.shape[1:])
+    upstream = torch.rand(boundary.shape[0], len(index.directions), rows.stop - rows.start, cols.stop - cols.start,
+                          generator=generator)
+    path_times: dict[str, list[float]] = {name: [] for name in path_max_forms}
+    path_gradients = {}
+    for repeat in range(arguments.repeats + 1):
+        for name, function in path_max_forms.items():
+            leaf = boundary.clone().requires_grad_(True)
+            start = time.perf_counter()
+            (function(leaf) * upstream).sum().backward()
+            if repeat:
+                path_times[name].append(time.perf_counter() - start)
+            path_gradients[name] = leaf.grad
+    path_median = {name: statistics.median(values) for name, values in path_times.items()}
+    logger.info("  path maximum, autograd through max(dim) %.3f s, hand-written gradient %.3f s, forward + "
+                "backward; ratio %.2f; largest gradient difference %.1e", path_median["autograd"],
+                path_median["library"], path_median["library"] / path_median["autograd"],
+                float((path_gradients["autograd"] - path_gradients["library"]).abs().max()))
 
     whole = []
     for _ in range(arguments.repeats):

@@ -221,3 +221,25 @@ def stacked_displacement_sums(
     fg_sum = (torch.abs(pair - target) * fg_pos.unsqueeze(1)).sum()
     bg_sum = (torch.abs(pair) * bg_pos.unsqueeze(1)).sum()
     return fg_sum, bg_sum
+
+
+def autograd_grouped_path_max(boundary: torch.Tensor, index: PathIndex) -> torch.Tensor:
+    """The path maximum over the source window as the library computed it before its hand-written gradient:
+    the distinct points' windows gathered once, each length-group picked from them and reduced by ``max(dim)``
+    under autograd (whose backward fills the group's whole gathered tensor with zeros and scatters into it)."""
+    from irn_core.relations.path_index import shifted_windows
+
+    rows, cols = index.source_window(*boundary.shape[-2:])
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    points = np.concatenate([group.offsets.reshape(-1, 2) for group in index.groups])
+    distinct, inverse = np.unique(points, axis=0, return_inverse=True)
+    inverse = torch.from_numpy(inverse.reshape(-1))
+    windows = shifted_windows(boundary, distinct, top=rows.start, left=cols.start, height=height, width=width)
+    windows = windows.transpose(0, 1).contiguous()
+    maxima, start = [], 0
+    for group in index.groups:
+        selection = inverse[start : start + group.count * group.length]
+        start += group.count * group.length
+        gathered = windows.index_select(0, selection).view(group.count, group.length, *windows.shape[1:])
+        maxima.append(torch.max(gathered, dim=1).values)
+    return torch.cat(maxima, dim=0).transpose(0, 1).contiguous()

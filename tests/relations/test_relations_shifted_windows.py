@@ -84,3 +84,20 @@ def test_per_direction_displacement_sums_equal_the_stacked_form_with_their_gradi
     assert float(sums[1][0]) > 0 and float(sums[1][1]) > 0
     torch.testing.assert_close(sums[0], sums[1], rtol=1e-12, atol=0)
     torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-12, atol=1e-12)
+
+
+def test_path_maximum_gradient_goes_to_the_point_max_picks_also_on_ties() -> None:
+    """The hand-written backward of the path maximum against autograd through ``max`` on the former slice
+    stacks, in float64 on a boundary of few distinct values (paths with tied maxima): the same points get
+    the same gradient."""
+    generator = torch.Generator().manual_seed(5)
+    boundary = (torch.randint(0, 4, (2, 26, 29), generator=generator) / 4).double().requires_grad_()
+    index = path_index(10)
+    new = boundary_to_path_max(boundary, index, region="source_window")
+    old = sliced_path_max(boundary, 10)
+    assert torch.equal(new, old)
+    upstream = torch.rand(new.shape, generator=generator, dtype=torch.float64)
+    (new_gradient,) = torch.autograd.grad(new, boundary, upstream)
+    (old_gradient,) = torch.autograd.grad(old, boundary, upstream)
+    torch.testing.assert_close(new_gradient, old_gradient, rtol=1e-12, atol=1e-12)
+    assert float(old_gradient.abs().sum()) == pytest.approx(float(upstream.sum()))  # each output's one point
