@@ -10,12 +10,13 @@ Representation: ``(B, D, H, W)`` where ``[b, d, y, x]`` relates ``(y, x)`` and
 training window (rows ``[0, H − rf)`` × cols ``[rf, W − rf)``), whose destinations are all on the map.
 
 Memory: paths are gathered one length-group at a time and reduced with ``max(dim)``; the backward
-keeps only each output's argmax point, never the gathered ``(B, Σ len, N)`` tensor. Speed: with autograd, the window of each distinct path point is gathered
-once by one ``index_select`` (:func:`~irn_core.relations.path_index.shifted_windows`) and the groups
-pick from those windows (stored points-first, so that each pick is one contiguous block), so the
-backward is a few ``index_add`` passes rather than one map-sized
-gradient per path point (about 4,600 per radius-10 batch, a third of IRNet's training step on CPU).
-The values are the same; the boundary's gradient sums the same terms in another order.
+keeps only each output's argmax point, never the gathered ``(B, Σ len, N)`` tensor. Speed: with autograd,
+the window of each distinct path point is gathered once by one ``index_select``
+(:func:`~irn_core.relations.path_index.shifted_windows`) and the groups pick from those windows (stored
+points-first, so that each pick is one contiguous block); the backward (:class:`_GroupedPathMax`) adds
+each output's gradient onto its argmax point's window by one ``scatter_add_``, rather than one map-sized
+gradient per path point (about 4,600 per radius-10 batch) or a zero-filled gradient of each group's
+gathered tensor. The values are the same; the boundary's gradient sums the same terms in another order.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def boundary_to_path_max(
     """
     if boundary.dim() != 3:
         raise InputError(f"boundary_to_affinity: boundary must be (B, H, W), got shape {tuple(boundary.shape)}")
-    batch, height, width = boundary.shape
+    height, width = boundary.shape[1:]
     row_start, row_stop, col_start, col_stop = _output_box(index, height, width, region)
     out_height, out_width = row_stop - row_start, col_stop - col_start
     margin = index.radius_floor
@@ -72,9 +73,9 @@ def boundary_to_path_max(
         top, left = origin_y + row_start + dy, origin_x + col_start + dx
         return padded[:, top : top + out_height, left : left + out_width]
 
-    group_maxima = []
     if not (torch.is_grad_enabled() and boundary.requires_grad):
         # no autograd: a running elementwise maximum per path (no gathered tensor at all)
+        group_maxima = []
         for path in index.paths:
             running = point(int(path[0, 0]), int(path[0, 1]))
             for dy, dx in path[1:].tolist():

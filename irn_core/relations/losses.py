@@ -145,17 +145,16 @@ def _displacement_sums(
 
 def _direction_windows(
     displacement: torch.Tensor, index: PathIndex
-) -> tuple[torch.Tensor, list[tuple[int, int, slice, slice]]]:
-    """The source window of ``displacement (B, 2, h, w)`` and, per direction, ``(dy, dx, rows, cols)`` of its
-    destination window."""
+) -> tuple[tuple[slice, slice], list[tuple[int, int, slice, slice]]]:
+    """``(rows, cols)`` of the source window of ``displacement (B, 2, h, w)`` and, per direction,
+    ``(dy, dx, rows, cols)`` of its destination window."""
     rows, cols = index.source_window(displacement.shape[2], displacement.shape[3])
-    source = displacement[:, :, rows, cols]
-    window_height, window_width = source.shape[2], source.shape[3]
+    window_height, window_width = rows.stop - rows.start, cols.stop - cols.start
     windows = []
     for dy, dx in index.directions.tolist():
         top, left = rows.start + dy, cols.start + dx
         windows.append((dy, dx, slice(top, top + window_height), slice(left, left + window_width)))
-    return source, windows
+    return (rows, cols), windows
 
 
 class _DisplacementSums(torch.autograd.Function):
@@ -174,7 +173,8 @@ class _DisplacementSums(torch.autograd.Function):
         bg_pos: torch.Tensor,
         index: PathIndex,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        source, windows = _direction_windows(displacement, index)
+        (source_rows, source_cols), windows = _direction_windows(displacement, index)
+        source = displacement[:, :, source_rows, source_cols]
         fg_sum = displacement.new_zeros(())
         bg_sum = displacement.new_zeros(())
         for direction, (dy, dx, rows, cols) in enumerate(windows):
@@ -193,7 +193,8 @@ class _DisplacementSums(torch.autograd.Function):
         displacement, fg_pos, bg_pos = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
-        source, windows = _direction_windows(displacement, ctx.index)
+        (source_rows, source_cols), windows = _direction_windows(displacement, ctx.index)
+        source = displacement[:, :, source_rows, source_cols]
         gradient = torch.zeros_like(displacement, memory_format=torch.contiguous_format)
         source_gradient = torch.zeros_like(source, memory_format=torch.contiguous_format)
         for direction, (dy, dx, rows, cols) in enumerate(windows):
@@ -203,6 +204,5 @@ class _DisplacementSums(torch.autograd.Function):
             term += torch.sign(difference) * (bg_pos[:, direction : direction + 1] * grad_bg)
             source_gradient += term
             gradient[:, :, rows, cols] -= term
-        source_rows, source_cols = ctx.index.source_window(displacement.shape[2], displacement.shape[3])
         gradient[:, :, source_rows, source_cols] += source_gradient
         return gradient, None, None, None
